@@ -1,0 +1,29 @@
+"""Helpers shared by every step of the Triton attention series.
+
+    from shared import test_correctness, quick_benchmark, naive_torch
+    result = test_correctness(my_attention, q, k, v, causal=True)
+    rows = quick_benchmark({"mine": my_attention, "naive torch": naive_torch})
+
+Importing this package first also decides where kernels run: without a CUDA
+GPU it switches Triton's CPU interpreter on (see ``runtime``).
+"""
+from .runtime import DEVICE, HAS_GPU, INTERPRETER, describe_runtime  # noqa: I001  (must precede triton)
+from .test_utils import (
+    CHECK_SHAPES_FULL, CHECK_SHAPES_QUICK, CorrectnessResult, make_qkv, reference_attention,
+    run_checks, test_correctness, tolerance,
+)
+from .baselines import COLORS, naive_torch, sdpa_backend, standard_baselines, torch_sdpa
+from .benchmark_utils import (
+    attention_flops, attention_min_bytes, env_line, environment, load_results, measure,
+    measure_ceilings, pivot_table, quick_benchmark, save_results, select, write_between_markers,
+)
+
+__all__ = [
+    "DEVICE", "HAS_GPU", "INTERPRETER", "describe_runtime",
+    "CHECK_SHAPES_FULL", "CHECK_SHAPES_QUICK", "CorrectnessResult", "make_qkv",
+    "reference_attention", "run_checks", "test_correctness", "tolerance",
+    "COLORS", "naive_torch", "sdpa_backend", "standard_baselines", "torch_sdpa",
+    "attention_flops", "attention_min_bytes", "env_line", "environment", "load_results",
+    "measure", "measure_ceilings", "pivot_table", "quick_benchmark", "save_results", "select",
+    "write_between_markers",
+]

@@ -1,0 +1,278 @@
+"""Timing, FLOP/byte models, result files and README tables.
+
+    from shared import quick_benchmark, naive_torch
+    rows = quick_benchmark({"mine": my_attention, "naive torch": naive_torch},
+                           shapes=[(4, 32, 1024, 64)], causal=(False, True))
+
+Each row is a plain dict (implementation, shape, dtype, mode, median time,
+TFLOP/s, GB/s, peak memory, status). Timing uses ``triton.testing.do_bench``
+medians with warm-up excluded; without a GPU nothing is timed.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import platform
+import re
+from pathlib import Path
+
+import torch
+
+from .runtime import DEVICE, INTERPRETER
+from .test_utils import make_qkv
+
+# Backward does 2.5x the forward's matrix work: dV, dP, dS->dQ and dS->dK are
+# four products against the forward's two, plus recomputing Q K^T (5 vs 2).
+BACKWARD_FLOP_FACTOR = 2.5
+MODES = ("fwd", "bwd", "fwd+bwd")
+
+# (batch, heads, seq_len, head_dim): large enough to fill an H100's 132 SMs.
+DEFAULT_SHAPES = [(4, 32, n, d) for d in (64, 128) for n in (1024, 2048, 4096, 8192)]
+
+
+def shape_dict(shape) -> dict:
+    """(B, H, N, D) or a dict with batch/heads/n_q/n_k/kv_heads/head_dim -> a full dict."""
+    if isinstance(shape, dict):
+        s = dict(shape)
+    else:
+        batch, heads, n, head_dim = shape
+        s = {"batch": batch, "heads": heads, "n_q": n, "head_dim": head_dim}
+    s.setdefault("n_k", s["n_q"])
+    s.setdefault("kv_heads", s["heads"])
+    return s
+
+
+def visible_pairs(n_q: int, n_k: int, causal: bool) -> int:
+    """How many (query, key) pairs attention computes: all, or j <= i when causal."""
+    if not causal:
+        return n_q * n_k
+    full_rows = max(0, n_q - n_k)  # queries past the last key see every key
+    partial = min(n_q, n_k)  # query i < Nk sees i + 1 keys
+    return partial * (partial + 1) // 2 + full_rows * n_k
+
+
+def attention_flops(batch, heads, n_q, n_k, head_dim, causal=False, mode="fwd") -> float:
+    """Matrix FLOPs: 2 products (Q K^T, P V) of 2*D flops per visible pair, per head.
+
+    That is 4*B*H*Nq*Nk*D, about halved when causal. Backward counts 2.5x.
+    """
+    fwd = 4.0 * batch * heads * visible_pairs(n_q, n_k, causal) * head_dim
+    return {"fwd": fwd, "bwd": BACKWARD_FLOP_FACTOR * fwd, "fwd+bwd": (1 + BACKWARD_FLOP_FACTOR) * fwd}[mode]
+
+
+def attention_min_bytes(batch, heads, kv_heads, n_q, n_k, head_dim, element_size, mode="fwd") -> float:
+    """The fewest bytes attention must move through device memory.
+
+    Forward reads Q, K, V once and writes O once. Backward reads Q, K, V, O, dO
+    and writes dQ, dK, dV. Anything an implementation moves beyond this is
+    re-reading, which the steps of the series work to remove.
+    """
+    q_elems = batch * heads * n_q * head_dim
+    kv_elems = batch * kv_heads * n_k * head_dim
+    fwd = 2 * q_elems + 2 * kv_elems
+    bwd = 3 * q_elems + 2 * kv_elems + q_elems + 2 * kv_elems
+    return element_size * {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}[mode]
+
+
+def environment() -> dict:
+    """GPU, library versions and date: the stamp every results file carries."""
+    import triton
+
+    env = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "python": platform.python_version(),
+        "interpreter": INTERPRETER,
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        env.update(gpu=props.name, sms=props.multi_processor_count, cuda=torch.version.cuda,
+                   cudnn=torch.backends.cudnn.version())
+    else:
+        env["gpu"] = "none (CPU, Triton interpreter)"
+    return env
+
+
+def _timed_callable(fn, q, k, v, causal, mode):
+    """What do_bench should call for this mode, with the forward done outside for "bwd"."""
+    kwargs = {"causal": True} if causal else {}
+    if mode == "fwd":
+        return lambda: fn(q, k, v, **kwargs)
+    for t in (q, k, v):
+        t.requires_grad_(True)
+    if mode == "fwd+bwd":
+        def fwd_bwd():
+            out = fn(q, k, v, **kwargs)
+            torch.autograd.grad(out, (q, k, v), dout)
+
+        out = fn(q, k, v, **kwargs)
+        dout = torch.randn_like(out)
+        return fwd_bwd
+    out = fn(q, k, v, **kwargs)
+    dout = torch.randn_like(out)
+    return lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
+
+
+def measure(fn, shape, causal=False, dtype=torch.float16, mode="fwd", warmup=25, rep=100) -> dict:
+    """Time one implementation on one shape; returns one result row (never raises for OOM)."""
+    import triton.testing
+
+    s = shape_dict(shape)
+    row = {**s, "causal": causal, "dtype": str(dtype).replace("torch.", ""), "mode": mode,
+           "ms": None, "tflops": None, "gbps": None, "peak_mem_gib": None, "status": "ok"}
+    if INTERPRETER:
+        row["status"] = "skipped: interpreter"
+        return row
+    try:
+        q, k, v = make_qkv(s["batch"], s["heads"], s["n_q"], s["head_dim"], n_k=s["n_k"],
+                           kv_heads=s["kv_heads"], dtype=dtype, device=DEVICE)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        call = _timed_callable(fn, q, k, v, causal, mode)
+        call()
+        torch.cuda.synchronize()
+        row["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        row["ms"] = triton.testing.do_bench(call, warmup=warmup, rep=rep, return_mode="median")
+    except torch.cuda.OutOfMemoryError:
+        row["status"] = "oom"
+    except (ValueError, TypeError, NotImplementedError, RuntimeError) as exc:
+        if "out of memory" in str(exc).lower():
+            row["status"] = "oom"
+        else:
+            row["status"] = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+    finally:
+        q = k = v = call = None
+        torch.cuda.empty_cache()
+    if row["ms"]:
+        flops = attention_flops(s["batch"], s["heads"], s["n_q"], s["n_k"], s["head_dim"], causal, mode)
+        nbytes = attention_min_bytes(s["batch"], s["heads"], s["kv_heads"], s["n_q"], s["n_k"],
+                                     s["head_dim"], dtype.itemsize, mode)
+        row["tflops"] = flops / (row["ms"] * 1e-3) / 1e12
+        row["gbps"] = nbytes / (row["ms"] * 1e-3) / 1e9
+    return row
+
+
+def format_row(row: dict) -> str:
+    shape = f"B={row['batch']} H={row['heads']} Nq={row['n_q']} Nk={row['n_k']} D={row['head_dim']}"
+    head = f"{row['impl']:<16} {row['mode']:<7} {shape:<36} causal={row['causal']!s:<5} {row['dtype']:<8}"
+    if row["status"] != "ok":
+        return f"{head} {row['status']}"
+    return (f"{head} {row['ms']:9.3f} ms {row['tflops']:7.1f} TFLOP/s {row['gbps']:8.1f} GB/s "
+            f"{row['peak_mem_gib']:6.2f} GiB")
+
+
+def quick_benchmark(fns: dict, shapes=None, causal=False, dtype=torch.float16, modes=("fwd",),
+                    warmup=25, rep=100, verbose=True) -> list[dict]:
+    """Time every function on every shape; print each row as it finishes; return the rows.
+
+    ``causal``, ``dtype`` and ``modes`` take one value or a sequence to sweep.
+    A function that runs out of memory, or refuses a shape with ValueError,
+    gets a row saying so and the sweep moves on.
+    """
+    shapes = DEFAULT_SHAPES if shapes is None else shapes
+    causals = causal if isinstance(causal, (list, tuple)) else (causal,)
+    dtypes = dtype if isinstance(dtype, (list, tuple)) else (dtype,)
+    modes = (modes,) if isinstance(modes, str) else modes
+    if verbose and INTERPRETER:
+        print("quick_benchmark: no GPU, so nothing is timed (interpreter timings mean nothing).")
+    rows = []
+    for dt in dtypes:
+        for is_causal in causals:
+            for shape in shapes:
+                for mode in modes:
+                    for name, fn in fns.items():
+                        row = {"impl": name, **measure(fn, shape, is_causal, dt, mode, warmup, rep)}
+                        rows.append(row)
+                        if verbose:
+                            print(format_row(row), flush=True)
+    return rows
+
+
+def measure_ceilings(dtype=torch.float16, size=8192, copy_bytes=2**31) -> dict:
+    """The machine's two ceilings, measured: dense matmul TFLOP/s and copy GB/s (read + write)."""
+    import triton.testing
+
+    a = torch.randn(size, size, device=DEVICE, dtype=dtype)
+    b = torch.randn(size, size, device=DEVICE, dtype=dtype)
+    ms = triton.testing.do_bench(lambda: a @ b, return_mode="median")
+    src = torch.randn(copy_bytes // 4, device=DEVICE)
+    dst = torch.empty_like(src)
+    copy_ms = triton.testing.do_bench(lambda: dst.copy_(src), return_mode="median")
+    return {"matmul_dtype": str(dtype).replace("torch.", ""), "matmul_tflops": 2 * size**3 / ms / 1e9,
+            "copy_gbps": 2 * copy_bytes / copy_ms / 1e6}
+
+
+# ---------------------------------------------------------------- result files
+
+def save_results(path, rows, **meta) -> Path:
+    """Write rows to JSON with the environment stamp (GPU, versions) and any metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"env": environment(), "meta": meta, "rows": rows}, indent=1) + "\n")
+    return path
+
+
+def load_results(path) -> dict:
+    """The dict ``save_results`` wrote: ``{"env": ..., "meta": ..., "rows": [...]}``."""
+    return json.loads(Path(path).read_text())
+
+
+def select(rows, **where) -> list[dict]:
+    """Rows whose fields equal every given value, e.g. ``select(rows, head_dim=64, causal=True)``."""
+    return [r for r in rows if all(r.get(k) == v for k, v in where.items())]
+
+
+# ---------------------------------------------------------------- README tables
+
+def _fmt(value, fmt):
+    return "–" if value is None else fmt.format(value)
+
+
+def pivot_table(rows, impls, index="n_q", value="tflops", fmt="{:.1f}", ratio_of=None, ratio_to=()):
+    """A markdown table: one line per ``index`` value (ascending), one column per impl.
+
+    With ``ratio_of``, adds a column "ratio_of / other" for each name in ``ratio_to``
+    (time ratio: how many times faster ``ratio_of`` is). Missing or failed
+    measurements show as "–", out-of-memory as "OOM".
+    """
+    by_key = {(r[index], r["impl"]): r for r in rows}
+    keys = sorted({r[index] for r in rows})
+    header = [index.replace("n_q", "N")] + list(impls) + [f"{ratio_of} vs {o}" for o in ratio_to]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key in keys:
+        cells = [str(key)]
+        for impl in impls:
+            r = by_key.get((key, impl))
+            cells.append("OOM" if r and r["status"] == "oom" else _fmt(r and r.get(value), fmt))
+        for other in ratio_to:
+            a, b = by_key.get((key, ratio_of)), by_key.get((key, other))
+            ok = a and b and a.get("ms") and b.get("ms")
+            cells.append(f"{b['ms'] / a['ms']:.2f}x" if ok else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def env_line(env: dict) -> str:
+    """One line naming where and with what the numbers were measured."""
+    parts = [env.get("gpu", "?"), f"torch {env.get('torch')}", f"triton {env.get('triton')}"]
+    if env.get("cuda"):
+        parts.append(f"CUDA {env['cuda']}")
+    return "Measured on " + ", ".join(parts) + f" ({env.get('date', '?')})."
+
+
+def write_between_markers(path, name: str, text: str) -> None:
+    """Replace what stands between ``<!-- name:start -->`` and ``<!-- name:end -->`` in a file."""
+    path = Path(path)
+    source = path.read_text()
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    if not pattern.search(source):
+        raise ValueError(f"{path} has no {start} ... {end} markers")
+    path.write_text(pattern.sub(lambda _: f"{start}\n{text.strip()}\n{end}", source))
+
+
+def geometric_mean(values) -> float:
+    values = [v for v in values if v]
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else float("nan")
