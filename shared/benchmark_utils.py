@@ -115,26 +115,37 @@ def _timed_callable(fn, q, k, v, causal, mode):
     return lambda: torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
 
 
-def measure(fn, shape, causal=False, dtype=torch.float16, mode="fwd", warmup=25, rep=100) -> dict:
-    """Time one implementation on one shape; returns one result row (never raises for OOM)."""
-    import triton.testing
+def measure(fn, shape, causal=False, dtype=torch.float16, mode="fwd", warmup=25, rep=100, timer=None) -> dict:
+    """Time one implementation on one shape; returns one result row (never raises for OOM).
 
+    ``timer(call) -> ms`` defaults to the ``do_bench`` median; without a GPU
+    there is no default and the row says "skipped".
+    """
     s = shape_dict(shape)
     row = {**s, "causal": causal, "dtype": str(dtype).replace("torch.", ""), "mode": mode,
            "ms": None, "tflops": None, "gbps": None, "peak_mem_gib": None, "status": "ok"}
-    if INTERPRETER:
-        row["status"] = "skipped: interpreter"
-        return row
+    if timer is None:
+        if INTERPRETER:
+            row["status"] = "skipped: interpreter"
+            return row
+        import triton.testing
+
+        def timer(call):
+            return triton.testing.do_bench(call, warmup=warmup, rep=rep, return_mode="median")
+    on_gpu = DEVICE == "cuda"
+    call = None
     try:
         q, k, v = make_qkv(s["batch"], s["heads"], s["n_q"], s["head_dim"], n_k=s["n_k"],
-                           kv_heads=s["kv_heads"], dtype=dtype, device=DEVICE)
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+                           kv_heads=s["kv_heads"], dtype=dtype)
+        if on_gpu:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         call = _timed_callable(fn, q, k, v, causal, mode)
-        call()
-        torch.cuda.synchronize()
-        row["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
-        row["ms"] = triton.testing.do_bench(call, warmup=warmup, rep=rep, return_mode="median")
+        call()  # also compiles/autotunes before anything is timed
+        if on_gpu:
+            torch.cuda.synchronize()
+            row["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        row["ms"] = timer(call)
     except torch.cuda.OutOfMemoryError:
         row["status"] = "oom"
     except (ValueError, TypeError, NotImplementedError, RuntimeError) as exc:
@@ -144,7 +155,8 @@ def measure(fn, shape, causal=False, dtype=torch.float16, mode="fwd", warmup=25,
             row["status"] = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
     finally:
         q = k = v = call = None
-        torch.cuda.empty_cache()
+        if on_gpu:
+            torch.cuda.empty_cache()
     if row["ms"]:
         flops = attention_flops(s["batch"], s["heads"], s["n_q"], s["n_k"], s["head_dim"], causal, mode)
         nbytes = attention_min_bytes(s["batch"], s["heads"], s["kv_heads"], s["n_q"], s["n_k"],
@@ -159,12 +171,12 @@ def format_row(row: dict) -> str:
     head = f"{row['impl']:<16} {row['mode']:<7} {shape:<36} causal={row['causal']!s:<5} {row['dtype']:<8}"
     if row["status"] != "ok":
         return f"{head} {row['status']}"
-    return (f"{head} {row['ms']:9.3f} ms {row['tflops']:7.1f} TFLOP/s {row['gbps']:8.1f} GB/s "
-            f"{row['peak_mem_gib']:6.2f} GiB")
+    memory = "" if row["peak_mem_gib"] is None else f" {row['peak_mem_gib']:6.2f} GiB"
+    return f"{head} {row['ms']:9.3f} ms {row['tflops']:7.1f} TFLOP/s {row['gbps']:8.1f} GB/s{memory}"
 
 
 def quick_benchmark(fns: dict, shapes=None, causal=False, dtype=torch.float16, modes=("fwd",),
-                    warmup=25, rep=100, verbose=True) -> list[dict]:
+                    warmup=25, rep=100, verbose=True, timer=None) -> list[dict]:
     """Time every function on every shape; print each row as it finishes; return the rows.
 
     ``causal``, ``dtype`` and ``modes`` take one value or a sequence to sweep.
@@ -175,7 +187,7 @@ def quick_benchmark(fns: dict, shapes=None, causal=False, dtype=torch.float16, m
     causals = causal if isinstance(causal, (list, tuple)) else (causal,)
     dtypes = dtype if isinstance(dtype, (list, tuple)) else (dtype,)
     modes = (modes,) if isinstance(modes, str) else modes
-    if verbose and INTERPRETER:
+    if verbose and INTERPRETER and timer is None:
         print("quick_benchmark: no GPU, so nothing is timed (interpreter timings mean nothing).")
     rows = []
     for dt in dtypes:
@@ -183,7 +195,7 @@ def quick_benchmark(fns: dict, shapes=None, causal=False, dtype=torch.float16, m
             for shape in shapes:
                 for mode in modes:
                     for name, fn in fns.items():
-                        row = {"impl": name, **measure(fn, shape, is_causal, dt, mode, warmup, rep)}
+                        row = {"impl": name, **measure(fn, shape, is_causal, dt, mode, warmup, rep, timer)}
                         rows.append(row)
                         if verbose:
                             print(format_row(row), flush=True)

@@ -1,0 +1,204 @@
+"""The helpers themselves: a checker that cannot fail would make every other test worthless."""
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import shared
+from shared import benchmark_utils as bu
+from shared import plotting
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("n_q,n_k,heads,kv_heads", [(7, 7, 2, 2), (5, 11, 4, 2), (11, 5, 3, 1), (1, 9, 2, 2)])
+def test_reference_matches_sdpa_in_float64(causal, n_q, n_k, heads, kv_heads):
+    q, k, v = shared.make_qkv(2, heads, n_q, 24, n_k=n_k, kv_heads=kv_heads, dtype=torch.float64, device="cpu")
+    ref = shared.reference_attention(q, k, v, causal=causal)
+    sdpa = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=heads != kv_heads)
+    torch.testing.assert_close(ref, sdpa, rtol=1e-10, atol=1e-12)
+
+
+def test_reference_causal_is_top_left_aligned():
+    q, k, v = shared.make_qkv(1, 1, 3, 8, n_k=6, dtype=torch.float64, device="cpu")
+    out = shared.reference_attention(q, k, v, causal=True)
+    torch.testing.assert_close(out[0, 0, 0], v[0, 0, 0])  # query 0 sees key 0 only
+
+
+def test_make_qkv_is_random_and_shaped():
+    q, k, v = shared.make_qkv(2, 4, 5, 16, n_k=7, kv_heads=2, dtype=torch.float32, device="cpu")
+    assert q.shape == (2, 4, 5, 16) and k.shape == v.shape == (2, 2, 7, 16)
+    assert q.std() > 0.5 and not torch.equal(k, v)
+    q2, _, _ = shared.make_qkv(2, 4, 5, 16, n_k=7, kv_heads=2, dtype=torch.float32, device="cpu")
+    assert not torch.equal(q, q2)  # fresh inputs each call
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_correctness_passes_naive_torch(dtype):
+    q, k, v = shared.make_qkv(1, 2, 33, 40, n_k=21, dtype=dtype, device="cpu")
+    result = shared.test_correctness(shared.naive_torch, q, k, v, causal=True)
+    assert result.passed and result["passed"], str(result)
+    assert result.max_abs_error <= result.atol and result.rel_error < 1e-2
+
+
+def _wrong_scale(q, k, v, causal=False, scale=None):
+    return shared.naive_torch(q, k, v, causal=causal, scale=q.shape[-1] ** -0.5 * 1.03)
+
+
+def _drops_last_key(q, k, v, causal=False, scale=None):
+    return shared.naive_torch(q, k[:, :, :-1], v[:, :, :-1], causal=causal, scale=scale)
+
+
+def _nan_row(q, k, v, causal=False, scale=None):
+    out = shared.naive_torch(q, k, v, causal=causal, scale=scale)
+    out[0, 0, -1, 0] = float("nan")
+    return out
+
+
+def _ignores_causal(q, k, v, causal=False, scale=None):
+    return shared.naive_torch(q, k, v, causal=False, scale=scale)
+
+
+@pytest.mark.parametrize("fn", [_wrong_scale, _drops_last_key, _nan_row, _ignores_causal])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_correctness_fails_subtly_wrong_functions(fn, dtype):
+    q, k, v = shared.make_qkv(1, 2, 40, 32, dtype=dtype, device="cpu")
+    result = shared.test_correctness(fn, q, k, v, causal=True)
+    assert not result.passed
+    assert result.mismatches and "out of tolerance" in result.message
+    assert "FAIL" in str(result)
+
+
+def test_correctness_reports_nan_count():
+    q, k, v = shared.make_qkv(1, 1, 4, 16, dtype=torch.float32, device="cpu")
+    result = shared.test_correctness(_nan_row, q, k, v)
+    assert not result.passed and "1 NaN/Inf" in result.message and math.isinf(result.rel_error)
+
+
+def test_correctness_catches_wrong_shape_and_dtype():
+    q, k, v = shared.make_qkv(1, 2, 8, 16, dtype=torch.float16, device="cpu")
+    wrong_shape = shared.test_correctness(lambda q, k, v: shared.naive_torch(q, k, v)[:, :, :-1], q, k, v)
+    assert not wrong_shape.passed and "shape" in wrong_shape.message
+    wrong_dtype = shared.test_correctness(lambda q, k, v: shared.naive_torch(q, k, v).float(), q, k, v)
+    assert not wrong_dtype.passed and "dtype" in wrong_dtype.message
+    not_tensor = shared.test_correctness(lambda q, k, v: None, q, k, v)
+    assert not not_tensor.passed
+
+
+def test_correctness_poisons_out_buffer():
+    def leaves_last_row(q, k, v, out=None):
+        out[:, :, :-1] = shared.naive_torch(q, k, v)[:, :, :-1]
+        return out
+
+    q, k, v = shared.make_qkv(1, 2, 9, 16, dtype=torch.float16, device="cpu")
+    result = shared.test_correctness(leaves_last_row, q, k, v)
+    assert not result.passed and "NaN" in result.message
+
+
+def test_tolerance_is_dtype_aware():
+    assert shared.tolerance(torch.bfloat16)[0] > shared.tolerance(torch.float16)[0]
+    with pytest.raises(TypeError, match="no tolerance"):
+        shared.tolerance(torch.int32)
+
+
+def test_flop_and_byte_models():
+    assert shared.attention_flops(2, 3, 128, 128, 64) == 4 * 2 * 3 * 128 * 128 * 64
+    assert shared.attention_flops(1, 1, 128, 128, 64, causal=True) == 4 * 64 * 128 * 129 / 2
+    assert shared.attention_flops(1, 1, 4, 4, 8, mode="bwd") == 2.5 * 4 * 16 * 8
+    assert bu.visible_pairs(6, 4, True) == 1 + 2 + 3 + 4 + 4 + 4  # rows past Nk see all keys
+    assert bu.visible_pairs(2, 5, True) == 1 + 2
+    # forward: read q, k, v and write o once, in bytes of the element size
+    assert shared.attention_min_bytes(1, 2, 1, 10, 20, 8, 2) == 2 * (2 * 2 * 10 * 8 + 2 * 20 * 8)
+
+
+def _fixed_timer(call):
+    call()
+    return 2.0  # ms
+
+
+def test_benchmark_rows_carry_fields_and_flops(capsys):
+    rows = shared.quick_benchmark({"naive torch": shared.naive_torch}, shapes=[(1, 2, 16, 8)],
+                                  causal=(False, True), dtype=torch.float32, timer=_fixed_timer)
+    assert len(rows) == 2 and "naive torch" in capsys.readouterr().out
+    for row in rows:
+        assert {"impl", "batch", "heads", "n_q", "n_k", "head_dim", "causal", "dtype", "mode", "ms",
+                "tflops", "gbps", "peak_mem_gib", "status"} <= row.keys()
+        flops = shared.attention_flops(1, 2, 16, 16, 8, causal=row["causal"])
+        assert row["status"] == "ok" and row["tflops"] == pytest.approx(flops / 2e-3 / 1e12)
+
+
+def test_benchmark_records_oom_and_moves_on():
+    def runs_out(q, k, v, causal=False):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9 GiB")
+
+    rows = shared.quick_benchmark({"oom": runs_out, "ok": shared.naive_torch}, shapes=[(1, 1, 8, 8)],
+                                  dtype=torch.float32, timer=_fixed_timer, verbose=False)
+    assert [r["status"] for r in rows] == ["oom", "ok"]
+
+
+def test_benchmark_backward_mode_runs():
+    rows = shared.quick_benchmark({"naive torch": shared.naive_torch}, shapes=[(1, 1, 8, 8)],
+                                  dtype=torch.float32, modes=("bwd", "fwd+bwd"), timer=_fixed_timer,
+                                  verbose=False)
+    assert [r["mode"] for r in rows] == ["bwd", "fwd+bwd"] and all(r["status"] == "ok" for r in rows)
+    assert rows[0]["tflops"] == pytest.approx(2.5 * 4 * 64 * 8 / 2e-3 / 1e12)
+
+
+@pytest.mark.skipif(shared.HAS_GPU, reason="the interpreter path only")
+def test_benchmark_skips_timing_without_gpu():
+    row = shared.measure(shared.naive_torch, (1, 1, 8, 8))
+    assert row["status"].startswith("skipped") and row["ms"] is None
+
+
+def _fake_rows():
+    rows = []
+    for impl, speed in (("naive torch", 1.0), ("03 flash", 4.0)):
+        for n in (256, 512, 1024):
+            ms = (n / 256) ** 2 / speed
+            rows.append({"impl": impl, "n_q": n, "n_k": n, "ms": ms, "tflops": speed * 10,
+                         "peak_mem_gib": n / 1024 * speed, "status": "ok"})
+    rows.append({"impl": "naive torch", "n_q": 2048, "n_k": 2048, "ms": None, "tflops": None,
+                 "peak_mem_gib": None, "status": "oom"})
+    return rows
+
+
+def test_results_roundtrip_and_tables(tmp_path):
+    rows = _fake_rows()
+    path = shared.save_results(tmp_path / "r.json", rows, step="test")
+    loaded = shared.load_results(path)
+    assert loaded["rows"] == json.loads(json.dumps(rows))
+    assert {"gpu", "torch", "triton", "date"} <= loaded["env"].keys() and loaded["meta"]["step"] == "test"
+    table = shared.pivot_table(rows, ["naive torch", "03 flash"], ratio_of="03 flash", ratio_to=["naive torch"])
+    lines = table.splitlines()
+    assert lines[0] == "| N | naive torch | 03 flash | 03 flash vs naive torch |"
+    assert "| 256 | 10.0 | 40.0 | 4.00x |" in lines and "| 2048 | OOM | – | – |" in lines
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- t:start -->\nold\n<!-- t:end -->\nend\n")
+    shared.write_between_markers(readme, "t", table)
+    text = readme.read_text()
+    assert "old" not in text and "4.00x" in text and text.startswith("intro") and text.endswith("end\n")
+    with pytest.raises(ValueError, match="markers"):
+        shared.write_between_markers(readme, "missing", table)
+
+
+def test_plots_are_written(tmp_path):
+    paths = plotting.plot_all(_fake_rows(), tmp_path, "test", "fake data")
+    assert len(paths) == 4
+    for p in paths:
+        assert p.exists() and p.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_load_step_rejects_unknown_step():
+    with pytest.raises(ValueError, match="unknown step"):
+        shared.load_step("99")
+
+
+def test_correctness_poisons_memory_for_functions_without_out():
+    def forgets_last_row(q, k, v):
+        out = torch.empty((*q.shape[:-1], v.shape[-1]), dtype=q.dtype, device=q.device)
+        out[:, :, :-1] = shared.naive_torch(q, k, v)[:, :, :-1]
+        return out
+
+    q, k, v = shared.make_qkv(1, 2, 9, 16, dtype=torch.float16)
+    assert not shared.test_correctness(forgets_last_row, q, k, v).passed
