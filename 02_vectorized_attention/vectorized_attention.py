@@ -1,0 +1,423 @@
+"""Step 02: vectorized attention - one query row per program, a whole tile of keys per load.
+
+Since step 01: the grid is the same (one program per query row, per (batch,
+head)), but the loop over keys now takes BLOCK_N keys per step instead of one.
+Each step loads a BLOCK_N x D tile of K and one of V with a single `tl.load`
+each, computes all BLOCK_N scores at once by broadcasting, and folds the block
+into the same online softmax as step 01. Fewer, wider, coalesced loads; the
+bytes each program requests are the same as in step 01.
+
+You will learn:
+  * 2-D blocks of pointers: `offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd`;
+  * dot products and weighted sums by broadcasting and `tl.sum` over an axis, no `tl.dot`;
+  * the online softmax over blocks of keys: one max, one rescale per block, not per key;
+  * masks on two axes (past the last key, past the head dim), and causal block skipping;
+  * choosing a block size from a register budget, and `num_warps` to hold the tile;
+  * counting load instructions as well as bytes: same bytes as step 01, BLOCK_N times fewer loads.
+
+Run it (from this folder or the repo root):
+    python vectorized_attention.py                # check several shapes, then benchmark (GPU) and plot
+    python vectorized_attention.py --quick        # fewer shapes, a short benchmark
+    python vectorized_attention.py --figure-only  # only redraw access_pattern.png (no GPU needed)
+Without a GPU it runs in Triton's CPU interpreter on small shapes and skips timing.
+"""
+import argparse
+import importlib.util
+import math
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `shared`
+
+import shared  # noqa: E402  (first: picks the interpreter when there is no GPU)
+import torch  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+# ----------------------------------------------------------------------------- motivation
+# Step 01 walked the keys one at a time: per key, one `tl.load` of D elements
+# of K, one dot product, one softmax update, one `tl.load` of D elements of V.
+# With D = 64 in fp16 that is 128 bytes per load, spread over a single warp:
+# each thread moves 4 bytes, and the next load waits for the loop around it.
+# Thousands of tiny dependent steps per program; the GPU spends its time
+# waiting on latency, not moving bytes.
+#
+# Step 02 keeps the grid and the maths, and widens the step. Per block of
+# BLOCK_N keys:
+#
+#     m, l, acc = -inf, 0, zeros(D)
+#     for start in 0, BLOCK_N, 2*BLOCK_N, ... (only blocks with visible keys):
+#         K_blk = K[start : start+BLOCK_N, :]              # ONE load: BLOCK_N x D
+#         s     = scale * (K_blk @ q_i)                     # BLOCK_N scores, by broadcasting
+#         s[j]  = -inf where key j is past Nk (or j > i when causal)
+#         m_new = max(m, max(s))
+#         alpha = exp(m - m_new)                            # one rescale per block, not per key
+#         p     = exp(s - m_new)                            # BLOCK_N probabilities
+#         l     = l * alpha + sum(p)
+#         V_blk = V[start : start+BLOCK_N, :]               # ONE load: BLOCK_N x D
+#         acc   = acc * alpha + sum_j p[j] * V_blk[j, :]
+#         m     = m_new
+#     o_i = acc / l
+#
+# Why a loop over blocks with an online softmax, and not "one block holds all
+# keys, plain softmax"? A single block must be sized to the longest sequence:
+# BLOCK_N = next_power_of_2(Nk) keys x D lanes in registers, which for Nk = 4096,
+# D = 128 is 512K elements per program: it spills or fails to compile, and
+# every length needs its own compiled kernel. With a fixed BLOCK_N the tile
+# stays in registers for any length, the same kernel serves Nk = 1 and
+# Nk = 1,000,000, and the loop body is the step 01 recurrence applied to a
+# block instead of a key. Short sequences simply run one iteration.
+#
+# What does NOT change: every program still reads all of K and V (up to its
+# causal limit) for its single query row. The bytes requested are the same as
+# in step 01; only the number and width of the loads changes. Sharing K/V
+# tiles between query rows is step 03's job.
+
+# Register budget for one K (or V) tile. At NUM_WARPS = 4 (128 threads), 8192
+# elements is 64 per thread: 64 fp32 registers once converted for the maths,
+# loaded as 8 x 16-byte vectors of fp16. The K tile, the V tile and their
+# products are live around the same time, so this keeps a program near 150
+# registers and out of local-memory spills; 16384 would not fit.
+TILE_ELEMENTS = 8192
+# Four warps: enough threads that a full tile is 64 elements per thread, and
+# enough independent loads in flight per program to hide latency. One warp (as
+# in step 01) would hold 256 elements per thread and spill; eight warps would
+# halve the work per thread but make the reductions over the key axis cross
+# more warps through shared memory.
+NUM_WARPS = 4
+MIN_BLOCK_N = 16  # below this a tile is mostly masked lanes of a tiny head dim
+MAX_BLOCK_N = 128  # above this short and causal rows waste too many masked keys
+
+
+def block_n_for(head_dim):
+    """Keys per block for a head dim: the largest power of two with BLOCK_N * BLOCK_D <= 8192.
+
+    BLOCK_D is the head dim rounded up to a power of two; BLOCK_N is kept
+    between 16 and 128. D = 16..64 -> 128, D = 65..128 -> 64, D = 129..256 -> 32.
+    """
+    block_d = triton.next_power_of_2(head_dim)
+    return max(MIN_BLOCK_N, min(MAX_BLOCK_N, TILE_ELEMENTS // block_d))
+
+
+# ----------------------------------------------------------------------------- kernel
+@triton.jit
+def vectorized_attention_kernel(
+    q_ptr, k_ptr, v_ptr, o_ptr,  # (B, H, Nq, D) queries, (B, H, Nk, D) keys and values, output like q
+    stride_qb, stride_qh, stride_qn, stride_qd,  # element strides of q (any layout works)
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_on, stride_od,
+    n_heads,  # H: to split program_id(1) into (batch, head)
+    n_k,  # Nk: number of keys
+    head_dim,  # D: the real head dim; BLOCK_D is D rounded up to a power of two
+    scale,  # softmax scale, usually 1/sqrt(D)
+    CAUSAL: tl.constexpr,  # mask keys j > i (compiled as a separate kernel)
+    BLOCK_N: tl.constexpr,  # keys per block: rows of the K and V tiles (see block_n_for)
+    BLOCK_D: tl.constexpr,  # lanes per row: tl.arange needs a power of two
+):
+    row = tl.program_id(0)  # which query row i
+    bh = tl.program_id(1)  # which (batch, head) pair
+    batch = bh // n_heads
+    head = bh % n_heads
+
+    offs_d = tl.arange(0, BLOCK_D)  # [0, 1, ..., BLOCK_D-1]: the head-dim axis
+    offs_n = tl.arange(0, BLOCK_N)  # [0, 1, ..., BLOCK_N-1]: the key axis, within a block
+    d_mask = offs_d < head_dim  # lanes past D read nothing and write nothing
+
+    q_row_ptr = q_ptr + batch * stride_qb + head * stride_qh + row * stride_qn
+    k_base = k_ptr + batch * stride_kb + head * stride_kh
+    v_base = v_ptr + batch * stride_vb + head * stride_vh
+    # A (BLOCK_N, BLOCK_D) grid of pointers to the first block: row j, lane d.
+    # Moving to the next block only adds start * stride_kn.
+    k_tile_ptrs = k_base + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
+    v_tile_ptrs = v_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
+
+    # read D elements of q, once per program; fold the scale in now, not per key
+    q = tl.load(q_row_ptr + offs_d * stride_qd, mask=d_mask, other=0.0).to(tl.float32) * scale
+
+    m = tl.full((), float("-inf"), tl.float32)  # running max of the scores
+    l = tl.full((), 0.0, tl.float32)  # running sum of exp(score - m)
+    acc = tl.zeros((BLOCK_D,), tl.float32)  # running sum of exp(score - m) * v_j
+
+    # Causal: key j is visible to row i iff j <= i (top-left alignment), so the
+    # visible keys are 0 .. end-1. Looping only up to `end` skips every block
+    # that lies wholly past the diagonal; the `keys < end` mask below then
+    # trims the one block the diagonal cuts through (and, causal or not, the
+    # tail past Nk). Every block the loop visits holds at least one visible key,
+    # so its max score is finite and the softmax update never sees -inf - -inf.
+    end = n_k
+    if CAUSAL:
+        end = tl.minimum(row + 1, n_k)
+    for start in range(0, end, BLOCK_N):
+        keys = start + offs_n  # the key indices of this block
+        n_mask = keys < end  # visible keys: False past Nk and past the diagonal
+        tile_mask = n_mask[:, None] & d_mask[None, :]
+        # read BLOCK_N x D elements of K in ONE load (masked lanes read nothing)
+        k = tl.load(k_tile_ptrs + start * stride_kn, mask=tile_mask, other=0.0)
+        # BLOCK_N dot products at once: q broadcast over the rows, summed over D
+        s = tl.sum(q[None, :] * k.to(tl.float32), axis=1)
+        s = tl.where(n_mask, s, float("-inf"))  # hidden keys get probability exp(-inf) = 0
+        m_new = tl.maximum(m, tl.max(s, axis=0))
+        alpha = tl.exp(m - m_new)  # exp(-inf) = 0 on the first block
+        p = tl.exp(s - m_new)  # BLOCK_N probabilities, unnormalised
+        l = l * alpha + tl.sum(p, axis=0)
+        # read BLOCK_N x D elements of V in ONE load
+        v = tl.load(v_tile_ptrs + start * stride_vn, mask=tile_mask, other=0.0)
+        # weighted sum of BLOCK_N value rows: p broadcast over D, summed over the keys
+        acc = acc * alpha + tl.sum(p[:, None] * v.to(tl.float32), axis=0)
+        m = m_new
+
+    out = acc / l  # l >= 1: the maximum's own term is exp(0)
+    o_row_ptr = o_ptr + batch * stride_ob + head * stride_oh + row * stride_on
+    tl.store(o_row_ptr + offs_d * stride_od, out.to(o_ptr.dtype.element_ty), mask=d_mask)  # write D elements
+
+
+# ----------------------------------------------------------------------------- launcher
+def vectorized_attention(q, k, v, causal=False, scale=None, out=None):
+    """Attention of q (B, H, Nq, D) over k, v (B, H, Nk, D); returns (B, H, Nq, D) like q.
+
+    Same semantics as ``F.scaled_dot_product_attention(q, k, v, is_causal=causal,
+    scale=scale)``: top-left causal alignment when Nq != Nk. fp16, bf16 and fp32;
+    any lengths >= 1; head dims 1 to 256; any strides. Math in fp32.
+    """
+    scale = shared.check_attention_inputs(q, k, v, scale, max_head_dim=256)
+    out = shared.check_out(out, q, v)
+    batch, heads, n_q, head_dim = q.shape
+    grid = (n_q, batch * heads)  # one program per query row, per (batch, head), as in step 01
+    vectorized_attention_kernel[grid](
+        q, k, v, out,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        heads, k.shape[2], head_dim, scale,
+        CAUSAL=bool(causal),
+        BLOCK_N=block_n_for(head_dim),
+        BLOCK_D=triton.next_power_of_2(head_dim),
+        num_warps=NUM_WARPS,  # 128 threads share a tile of <= 8192 elements (see NUM_WARPS)
+    )
+    return out
+
+
+# ----------------------------------------------------------------------------- memory traffic
+def traffic_per_row(n_k, head_dim, element_size, block_n=None, causal_row=None):
+    """Bytes and load instructions one program issues, counted from the kernel above.
+
+    Per key block: one K tile load and one V tile load (2 loads, BLOCK_N x D
+    elements each, masked lanes excluded); once per program: the q row (1 load)
+    and the output row (1 store). Step 01 issues 2 loads per key instead. The
+    bytes are the same as step 01's: every query row still re-reads all of the
+    K and V it can see.
+    """
+    block_n = block_n_for(head_dim) if block_n is None else block_n
+    keys = n_k if causal_row is None else min(causal_row + 1, n_k)
+    blocks = math.ceil(keys / block_n)
+    return {"bytes": (2 * keys + 2) * head_dim * element_size, "loads": 2 * blocks + 1, "stores": 1,
+            "blocks": blocks, "bytes_per_tile_load": block_n * head_dim * element_size}
+
+
+def requested_bytes(traffic_fn, batch, heads, n_q, n_k, head_dim, element_size, causal, **kwargs):
+    """Total bytes all programs of one call request, summing ``traffic_fn`` over the query rows."""
+    if not causal:
+        per_row = traffic_fn(n_k, head_dim, element_size, **kwargs)["bytes"]
+        return batch * heads * n_q * per_row
+    total = sum(traffic_fn(n_k, head_dim, element_size, causal_row=i, **kwargs)["bytes"] for i in range(n_q))
+    return batch * heads * total
+
+
+def load_step01():
+    """Step 01's module, loaded from its file (the folders are not packages)."""
+    path = HERE.parent / "01_basic_attention" / "basic_attention.py"
+    spec = importlib.util.spec_from_file_location("basic_attention", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ----------------------------------------------------------------------------- correctness
+def block_edge_shapes(head_dim=64):
+    """Key lengths at and around one block and two, where a masking bug would show."""
+    bn = block_n_for(head_dim)
+    return [
+        (1, 1, 3, bn - 1, head_dim, False),
+        (1, 2, 2, bn, head_dim, False),
+        (1, 1, 5, bn + 1, head_dim, False),
+        (1, 1, 4, 2 * bn + 1, head_dim, False),
+        (1, 1, bn + 1, bn + 1, head_dim, True),  # causal: rows that end inside block 0 and block 1
+    ]
+
+
+def check(quick):
+    shapes = shared.CHECK_SHAPES_QUICK if quick or shared.INTERPRETER else shared.CHECK_SHAPES_FULL
+    shapes = list(shapes) + block_edge_shapes(64) + ([] if quick else block_edge_shapes(256))
+    dtypes = (torch.float16, torch.bfloat16) if quick else (torch.float16, torch.bfloat16, torch.float32)
+    print("Correctness against the float64 reference:")
+    return shared.run_checks(vectorized_attention, shapes, dtypes, label="02 vectorized")
+
+
+# ----------------------------------------------------------------------------- benchmark
+SLOW_CALL_S = 0.25  # a call slower than this is timed with a few plain calls, not do_bench's >= 8
+MAX_CALL_S = 5.0  # a call predicted slower than this is left out (step 01 at long lengths)
+
+
+def _measure_few(fn, shape, causal, dtype, calls=3):
+    """One result row like ``shared.measure``'s, timed by CUDA events over a few calls.
+
+    For kernels that take seconds: do_bench would call them at least 8 times.
+    """
+    s = shared.benchmark_utils.shape_dict(shape)
+    row = {**s, "causal": causal, "dtype": str(dtype).replace("torch.", ""), "mode": "fwd",
+           "ms": None, "tflops": None, "gbps": None, "peak_mem_gib": None, "status": "ok"}
+    q, k, v = shared.make_qkv(s["batch"], s["heads"], s["n_q"], s["head_dim"], n_k=s["n_k"], dtype=dtype)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    fn(q, k, v, causal=causal)  # warm-up: compiles
+    torch.cuda.synchronize()
+    row["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    times = []
+    for _ in range(calls):
+        begin, finish = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        fn(q, k, v, causal=causal)
+        finish.record()
+        torch.cuda.synchronize()
+        times.append(begin.elapsed_time(finish))
+    row["ms"] = sorted(times)[len(times) // 2]
+    flops = shared.attention_flops(s["batch"], s["heads"], s["n_q"], s["n_k"], s["head_dim"], causal)
+    nbytes = shared.attention_min_bytes(s["batch"], s["heads"], s["kv_heads"], s["n_q"], s["n_k"],
+                                        s["head_dim"], dtype.itemsize)
+    row["tflops"] = flops / (row["ms"] * 1e-3) / 1e12
+    row["gbps"] = nbytes / (row["ms"] * 1e-3) / 1e9
+    row["timing"] = f"median of {calls} calls (slow kernel)"
+    return row
+
+
+def benchmark(quick, out_dir):
+    from shared.plotting import plot_all, plot_speedup
+
+    step01 = load_step01()
+    lengths = (256, 1024, 4096) if quick else (256, 512, 1024, 2048, 4096, 8192)
+    head_dims = (64, 128)
+    dtype = torch.float16
+    fns = {"02 vectorized": vectorized_attention, "01 basic": step01.basic_attention,
+           **shared.standard_baselines()}
+    traffic = {"02 vectorized": traffic_per_row, "01 basic": step01.traffic_per_row}
+    ceilings = shared.measure_ceilings(dtype)
+    print(f"ceilings: {ceilings}")
+    rows, started = [], time.time()
+    for causal in (False, True):
+        for d in head_dims:
+            last = {}  # impl -> (N, seconds per call) at the last length it was timed
+            for n in lengths:
+                shape = (4, 32, n, d)
+                for name, fn in fns.items():
+                    predicted = last[name][1] * (n / last[name][0]) ** 2 if name in last else 0.0
+                    if predicted > MAX_CALL_S:
+                        row = {"impl": name, **shared.benchmark_utils.shape_dict(shape), "causal": causal,
+                               "dtype": "float16", "mode": "fwd", "ms": None, "tflops": None, "gbps": None,
+                               "peak_mem_gib": None,
+                               "status": f"skipped: predicted {predicted:.0f} s per call (N^2 from N={last[name][0]})"}
+                    elif predicted > SLOW_CALL_S:
+                        try:
+                            row = {"impl": name, **_measure_few(fn, shape, causal, dtype)}
+                        except torch.cuda.OutOfMemoryError:
+                            row = {"impl": name, **shared.benchmark_utils.shape_dict(shape), "causal": causal,
+                                   "dtype": "float16", "mode": "fwd", "ms": None, "tflops": None,
+                                   "gbps": None, "peak_mem_gib": None, "status": "oom"}
+                            torch.cuda.empty_cache()
+                    else:
+                        row = {"impl": name, **shared.measure(fn, shape, causal, dtype, "fwd", warmup=10, rep=50)}
+                    if row.get("ms"):
+                        last[name] = (n, row["ms"] / 1e3)
+                        if name in traffic:
+                            total = requested_bytes(traffic[name], 4, 32, n, n, d, dtype.itemsize, causal)
+                            row["requested_bytes"] = total
+                            row["requested_gbps"] = total / (row["ms"] * 1e-3) / 1e9
+                    rows.append(row)
+                    extra = f" requested {row['requested_gbps']:8.0f} GB/s" if row.get("requested_gbps") else ""
+                    print(shared.benchmark_utils.format_row(row) + extra, flush=True)
+    print(f"benchmark took {time.time() - started:.0f} s")
+    path = shared.save_results(out_dir / "results.json", rows, step="02_vectorized_attention",
+                               command="python vectorized_attention.py" + (" --quick" if quick else ""),
+                               ceilings=ceilings, block_n={d: block_n_for(d) for d in head_dims},
+                               num_warps=NUM_WARPS)
+    print(f"wrote {path}")
+    for d in head_dims:
+        for causal in (False, True):
+            tag = f"d{d}_{'causal' if causal else 'full'}"
+            title = f"step 02, fp16, B=4 H=32 D={d}{' causal' if causal else ''}"
+            sel = shared.select(rows, head_dim=d, causal=causal)
+            plot_all(sel, out_dir, tag, title)
+            plot_speedup(sel, out_dir / f"speedup_vs_01_{tag}.png", baseline="01 basic", title=title)
+            plot_requested_bandwidth(sel, out_dir / f"bandwidth_{tag}.png", ceilings["copy_gbps"], title)
+    return rows
+
+
+def plot_requested_bandwidth(rows, path, copy_gbps, title=""):
+    """Requested GB/s (bytes the kernel asks for / time) of steps 01 and 02, against the copy ceiling.
+
+    Above the line means L2 serves most re-reads: the request rate beats DRAM.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for impl in ("01 basic", "02 vectorized"):
+        pts = sorted((r["n_q"], r["requested_gbps"]) for r in rows if r["impl"] == impl and r.get("requested_gbps"))
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=impl, color=shared.COLORS.get(impl))
+    ax.axhline(copy_gbps, color="k", linestyle="--", label=f"device copy {copy_gbps:.0f} GB/s")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.set_xlabel("sequence length N")
+    ax.set_ylabel("requested GB/s (K and V re-reads counted)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def draw_figure():
+    """Redraw access_pattern.png: how step 01 and step 02 load K for one query row."""
+    spec = importlib.util.spec_from_file_location("access_pattern", HERE / "access_pattern.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.draw_access_pattern(HERE / "access_pattern.png")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer shapes and sizes")
+    parser.add_argument("--out-dir", type=Path, default=HERE / "results",
+                        help="where results.json and the plots go (default: results/ beside this script)")
+    parser.add_argument("--figure-only", action="store_true",
+                        help="only redraw access_pattern.png beside this script (no GPU needed)")
+    args = parser.parse_args(argv)
+    if args.figure_only:
+        print(f"wrote {draw_figure()}")
+        return 0
+    print(shared.describe_runtime())
+    if not check(args.quick):
+        print("FAILED: vectorized_attention does not match the reference; not benchmarking.")
+        return 1
+    step01 = load_step01()
+    for d in (64, 128):
+        for n in (1024, 4096):
+            t01, t02 = step01.traffic_per_row(n, d, 2), traffic_per_row(n, d, 2)
+            print(f"traffic per row, fp16 D={d} N={n}: 01 {t01['bytes']} B in {t01['loads']} loads, "
+                  f"02 {t02['bytes']} B in {t02['loads']} loads (BLOCK_N={block_n_for(d)})")
+    if shared.INTERPRETER:
+        print("Skipping the benchmark: there is no GPU to time on.")
+        return 0
+    benchmark(args.quick, args.out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
