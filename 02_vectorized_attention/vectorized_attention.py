@@ -225,15 +225,6 @@ def requested_bytes(traffic_fn, batch, heads, n_q, n_k, head_dim, element_size, 
     return batch * heads * total
 
 
-def load_step01():
-    """Step 01's module, loaded from its file (the folders are not packages)."""
-    path = HERE.parent / "01_basic_attention" / "basic_attention.py"
-    spec = importlib.util.spec_from_file_location("basic_attention", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 # ----------------------------------------------------------------------------- correctness
 def block_edge_shapes(head_dim=64):
     """Key lengths at and around one block and two, where a masking bug would show."""
@@ -295,7 +286,7 @@ def _measure_few(fn, shape, causal, dtype, calls=3):
 def benchmark(quick, out_dir):
     from shared.plotting import plot_all, plot_speedup
 
-    step01 = load_step01()
+    step01 = shared.load_step("01")  # 01_basic_attention/basic_attention.py, loaded by path
     lengths = (256, 1024, 4096) if quick else (256, 512, 1024, 2048, 4096, 8192)
     head_dims = (64, 128)
     dtype = torch.float16
@@ -406,7 +397,7 @@ def main(argv=None):
     if not check(args.quick):
         print("FAILED: vectorized_attention does not match the reference; not benchmarking.")
         return 1
-    step01 = load_step01()
+    step01 = shared.load_step("01")  # 01_basic_attention/basic_attention.py, loaded by path
     for d in (64, 128):
         for n in (1024, 4096):
             t01, t02 = step01.traffic_per_row(n, d, 2), traffic_per_row(n, d, 2)

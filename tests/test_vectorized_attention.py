@@ -1,0 +1,188 @@
+"""Step 02 against the float64 reference and against step 01, on shapes chosen to break it.
+
+The key loop of step 02 goes a block of BLOCK_N keys at a time, so the
+dangerous lengths are the ones around a block edge: BLOCK_N - 1, BLOCK_N,
+BLOCK_N + 1 and 2 * BLOCK_N + 1, for each block size the launcher picks. In the
+CPU interpreter each program costs milliseconds per key block, so the shapes
+keep Nq small when Nk is long; on a GPU the same tests add full square sizes.
+"""
+import math
+
+import pytest
+import torch
+
+import shared
+
+step02 = shared.load_step("02")  # 02_vectorized_attention/vectorized_attention.py, loaded by path
+vectorized_attention = step02.vectorized_attention
+block_n_for = step02.block_n_for
+
+# (batch, heads, n_q, n_k, head_dim, causal)
+SHAPES = [
+    (1, 1, 1, 1, 16, False),
+    (2, 3, 2, 5, 16, False),  # batch and heads > 1: the (batch, head) split of program_id(1)
+    (1, 1, 1, 1, 64, True),
+    (1, 2, 17, 17, 40, True),
+    (1, 1, 97, 2, 64, False),
+    (1, 1, 3, 97, 80, True),
+    (1, 1, 3, 97, 80, False),
+    (1, 1, 128, 3, 128, True),  # causal with Nq > Nk: late rows see every key
+    (1, 1, 2, 128, 16, False),
+    (1, 1, 9, 31, 111, False),
+    (1, 1, 4, 6, 256, True),
+    (1, 1, 2, 1025, 96, False),  # many blocks
+]
+if shared.HAS_GPU:
+    SHAPES += [(2, 3, 97, 97, 64, True), (1, 4, 1025, 1025, 128, False), (2, 2, 333, 1025, 80, True),
+               (1, 2, 1025, 97, 40, True), (1, 2, 1025, 1025, 256, True)]
+
+
+def _edge_shapes():
+    """Key lengths at and around one and two blocks, for each block size the launcher uses."""
+    shapes = []
+    for head_dim in (64, 128, 256):  # BLOCK_N = 128, 64, 32
+        bn = block_n_for(head_dim)
+        shapes += [(1, 1, 3, n_k, head_dim, False) for n_k in (bn - 1, bn, bn + 1, 2 * bn + 1)]
+    # causal rows that end just before, at and just after a block edge: Nq = Nk = 2 * BLOCK_N + 1
+    bn = block_n_for(256)
+    shapes.append((1, 1, 2 * bn + 1, 2 * bn + 1, 256, True))
+    if shared.HAS_GPU:
+        bn = block_n_for(64)
+        shapes.append((2, 2, 2 * bn + 1, 2 * bn + 1, 64, True))
+    return shapes
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_matches_reference(shape, dtype):
+    batch, heads, n_q, n_k, head_dim, causal = shape
+    q, k, v = shared.make_qkv(batch, heads, n_q, head_dim, n_k=n_k, dtype=dtype)
+    result = shared.test_correctness(vectorized_attention, q, k, v, causal=causal)  # NaN-poisoned out=
+    assert result.passed, str(result)
+
+
+@pytest.mark.parametrize("shape", _edge_shapes(), ids=str)
+def test_block_edges(shape):
+    batch, heads, n_q, n_k, head_dim, causal = shape
+    q, k, v = shared.make_qkv(batch, heads, n_q, head_dim, n_k=n_k, dtype=torch.float16)
+    result = shared.test_correctness(vectorized_attention, q, k, v, causal=causal)
+    assert result.passed, str(result)
+
+
+def test_block_edges_bfloat16():
+    bn = block_n_for(128)
+    q, k, v = shared.make_qkv(1, 1, 2, 2 * bn + 1, 128, dtype=torch.bfloat16)
+    result = shared.test_correctness(vectorized_attention, q, k, v)
+    assert result.passed, str(result)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("causal", [False, True])
+def test_agrees_with_step01(dtype, causal):
+    basic_attention = shared.load_step("01").basic_attention
+    # step 01 costs milliseconds per key step in the interpreter: keep Nq * Nk small
+    n_q, n_k = (19, 19) if causal else (4, 70)
+    q, k, v = shared.make_qkv(1, 1, n_q, 64, n_k=n_k, dtype=dtype)
+    out01 = basic_attention(q, k, v, causal=causal)
+    out02 = vectorized_attention(q, k, v, causal=causal)
+    atol, rtol = (1e-5, 1e-5) if dtype == torch.float32 else shared.tolerance(dtype)
+    torch.testing.assert_close(out02, out01, atol=atol, rtol=rtol)
+
+
+def test_custom_scale_and_non_contiguous_inputs():
+    # (B, N, H, D) as models produce it, viewed as (B, H, N, D): strides, not copies
+    q, k, v = (torch.randn(2, n, 3, 40, dtype=torch.float16, device=shared.DEVICE).transpose(1, 2)
+               for n in (7, 19, 19))
+    assert not q.is_contiguous()
+    result = shared.test_correctness(vectorized_attention, q, k, v, causal=True, scale=0.3)
+    assert result.passed, str(result)
+
+
+def test_sliced_head_dim_and_unit_strides_elsewhere():
+    # the first 40 lanes of 64-wide rows: row stride 64, not 40; keys longer than one block
+    base = [torch.randn(1, 2, n, 64, dtype=torch.bfloat16, device=shared.DEVICE) for n in (5, 150, 150)]
+    q, k, v = (t[..., :40] for t in base)
+    result = shared.test_correctness(vectorized_attention, q, k, v)
+    assert result.passed, str(result)
+
+
+def test_writes_into_given_out():
+    q, k, v = shared.make_qkv(1, 1, 5, 16, dtype=torch.float16)
+    out = torch.full_like(q, float("nan"))
+    assert vectorized_attention(q, k, v, out=out) is out and torch.isfinite(out).all()
+
+
+def _qkv(**overrides):
+    shapes = {"q": (1, 2, 8, 16), "k": (1, 2, 8, 16), "v": (1, 2, 8, 16)}
+    shapes.update({k: v for k, v in overrides.items() if k in shapes})
+    dtype = overrides.get("dtype", torch.float16)
+    return [torch.randn(s, device=shared.DEVICE).to(dtype) for s in shapes.values()]
+
+
+@pytest.mark.parametrize("overrides,error,match", [
+    ({"q": (2, 2, 8, 16)}, ValueError, "batch sizes differ"),
+    ({"q": (1, 3, 8, 16)}, ValueError, "head counts differ"),
+    ({"q": (1, 4, 8, 16)}, ValueError, "head counts differ"),  # GQA-shaped: not in this step
+    ({"k": (1, 2, 9, 16)}, ValueError, "same shape"),
+    ({"q": (1, 2, 8, 32)}, ValueError, "head dims differ"),
+    ({"q": (2, 8, 16)}, ValueError, "4-D"),
+    ({"k": (1, 2, 8, 16, 1), "v": (1, 2, 8, 16, 1)}, ValueError, "4-D"),
+    ({"q": (1, 2, 8, 512), "k": (1, 2, 8, 512), "v": (1, 2, 8, 512)}, ValueError, "head dim 512"),
+    ({"q": (1, 2, 8, 257), "k": (1, 2, 8, 257), "v": (1, 2, 8, 257)}, ValueError, "head dim 257"),
+    ({"q": (1, 2, 0, 16)}, ValueError, "empty"),
+    ({"k": (1, 2, 0, 16), "v": (1, 2, 0, 16)}, ValueError, "empty"),
+    ({"dtype": torch.int32}, TypeError, "dtype torch.int32"),
+    ({"dtype": torch.float64}, TypeError, "supported"),
+])
+def test_bad_input_raises_clear_errors(overrides, error, match):
+    q, k, v = _qkv(**overrides)
+    with pytest.raises(error, match=match):
+        vectorized_attention(q, k, v)
+
+
+def test_mixed_dtypes_and_bad_scale_and_non_tensors():
+    q, k, v = _qkv()
+    with pytest.raises(TypeError, match="share one dtype"):
+        vectorized_attention(q, k.float(), v)
+    with pytest.raises(TypeError, match="share one dtype"):
+        vectorized_attention(q, k, v.bfloat16())
+    with pytest.raises(TypeError, match="scale"):
+        vectorized_attention(q, k, v, scale="0.1")
+    with pytest.raises(ValueError, match="finite"):
+        vectorized_attention(q, k, v, scale=float("nan"))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        vectorized_attention(q.tolist(), k, v)
+    with pytest.raises(ValueError, match="out must be"):
+        vectorized_attention(q, k, v, out=torch.empty(3, device=shared.DEVICE))
+    with pytest.raises(ValueError, match="out must be"):
+        vectorized_attention(q, k, v, out=torch.empty_like(q, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("head_dim,expected", [(1, 128), (16, 128), (40, 128), (64, 128), (80, 64),
+                                               (128, 64), (129, 32), (256, 32)])
+def test_block_n_rule(head_dim, expected):
+    bn = block_n_for(head_dim)
+    assert bn == expected
+    assert bn * max(16, 2 ** math.ceil(math.log2(head_dim))) <= step02.TILE_ELEMENTS or bn == step02.MIN_BLOCK_N
+
+
+def test_traffic_model_same_bytes_as_step01_fewer_loads():
+    step01 = shared.load_step("01")
+    for head_dim, n_k in ((64, 1024), (128, 4096), (80, 97)):
+        bn = block_n_for(head_dim)
+        t01 = step01.traffic_per_row(n_k, head_dim, 2)
+        t02 = step02.traffic_per_row(n_k, head_dim, 2)
+        assert t02["bytes"] == t01["bytes"]  # every row still reads all of K and V
+        assert t02["loads"] == 2 * math.ceil(n_k / bn) + 1  # a K tile and a V tile per block, plus q
+        assert t02["stores"] == 1
+    assert step02.traffic_per_row(1024, 64, 2)["loads"] == 2 * 8 + 1
+    assert step02.traffic_per_row(1024, 64, 2, causal_row=0)["loads"] == 2 * 1 + 1
+    assert step02.traffic_per_row(1024, 64, 2, causal_row=128)["loads"] == 2 * 2 + 1  # 129 keys: 2 blocks
+    assert step02.traffic_per_row(1024, 64, 2, block_n=16)["loads"] == 2 * 64 + 1
+
+
+def test_requested_bytes_sums_rows():
+    full = step02.requested_bytes(step02.traffic_per_row, 2, 3, 10, 10, 64, 2, causal=False)
+    causal = step02.requested_bytes(step02.traffic_per_row, 2, 3, 10, 10, 64, 2, causal=True)
+    assert full == 2 * 3 * 10 * (2 * 10 + 2) * 64 * 2
+    assert causal == 2 * 3 * sum((2 * (i + 1) + 2) * 64 * 2 for i in range(10))
