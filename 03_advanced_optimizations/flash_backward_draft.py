@@ -118,11 +118,14 @@ def _bwd_dkdv_tile(
     dk, dv,  # (BLOCK_N, BLOCK_D) fp32 accumulators of this key block
     k, v,  # (BLOCK_N, BLOCK_D) this key block, loaded once by the caller
     q_base, do_base, lse_base, delta_base,  # pointers to row 0 of this query head
+    dq_acc_base,  # fp32 dQ accumulator of this query head (DQ_ATOMIC only), contiguous
     stride_qn, stride_qd, stride_don, stride_dod,
     offs_n, offs_d,  # key indices of this block, head-dim lanes
     start_m, n_q, head_dim,
-    qk_scale,  # scale * log2(e): S in base-2 units
+    scale, qk_scale,  # c, and c * log2(e): S in base-2 units
     MASK_CAUSAL: tl.constexpr,  # a diagonal tile: mask key j > query i
+    DQ_ATOMIC: tl.constexpr,  # also add this tile's dQ share into dq_acc (fused variant)
+    BLOCK_D: tl.constexpr,
     DOT_DTYPE: tl.constexpr,  # operand type of tl.dot (fp32 in the interpreter for bf16)
     IEEE: tl.constexpr,  # fp32 inputs: exact fp32 products instead of TF32
     BLOCK_M: tl.constexpr,
@@ -160,6 +163,13 @@ def _bwd_dkdv_tile(
         dk += tl.dot(ds_t.to(DOT_DTYPE), q, input_precision="ieee")  # dK += dS^T Q
     else:
         dk += tl.dot(ds_t.to(DOT_DTYPE), q)
+    if DQ_ATOMIC:  # the fused variant: dQ_i += c * dS K, added by every key block in turn
+        if IEEE:
+            dq = tl.dot(tl.trans(ds_t.to(DOT_DTYPE)), k, input_precision="ieee")
+        else:
+            dq = tl.dot(tl.trans(ds_t.to(DOT_DTYPE)), k)
+        tl.atomic_add(dq_acc_base + offs_m[:, None] * BLOCK_D + offs_d[None, :], dq * scale,
+                      mask=m_in[:, None] & d_in[None, :])  # read + write BLOCK_M x D fp32
     return dk, dv
 
 
@@ -168,6 +178,7 @@ def _bwd_dkdv_kernel(
     q_ptr, k_ptr, v_ptr, do_ptr,  # q, dO (B, H, Nq, D); k, v (B, Hkv, Nk, D)
     lse_ptr, delta_ptr,  # (B, H, Nq) float32, contiguous: forward's lse, pre-pass's delta
     dk_ptr, dv_ptr,  # (B, Hkv, Nk, D) out, like k
+    dq_acc_ptr,  # (B, H, Nq, BLOCK_D) fp32, zeroed: dQ accumulator when DQ_ATOMIC, else unused
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -179,6 +190,7 @@ def _bwd_dkdv_kernel(
     CAUSAL: tl.constexpr,
     DOT_DTYPE: tl.constexpr,
     IEEE: tl.constexpr,
+    DQ_ATOMIC: tl.constexpr,  # fuse dQ in here with atomics (the variant we measured against)
     BLOCK_M: tl.constexpr,  # query rows per step of the inner loop
     BLOCK_N: tl.constexpr,  # keys owned by one program (a multiple of BLOCK_M)
     BLOCK_D: tl.constexpr,
@@ -219,17 +231,18 @@ def _bwd_dkdv_kernel(
         do_base = do_ptr + batch * stride_dob + head * stride_doh
         lse_base = lse_ptr + (batch * n_heads + head) * n_q
         delta_base = delta_ptr + (batch * n_heads + head) * n_q
+        dq_acc_base = dq_acc_ptr + (batch * n_heads + head) * n_q * BLOCK_D
         if CAUSAL:
             for start_m in range(start_n, diag_end, BLOCK_M):
-                dk, dv = _bwd_dkdv_tile(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
+                dk, dv = _bwd_dkdv_tile(dk, dv, k, v, q_base, do_base, lse_base, delta_base, dq_acc_base,
                                         stride_qn, stride_qd, stride_don, stride_dod,
-                                        offs_n, offs_d, start_m, n_q, head_dim, qk_scale,
-                                        True, DOT_DTYPE, IEEE, BLOCK_M)
+                                        offs_n, offs_d, start_m, n_q, head_dim, scale, qk_scale,
+                                        True, DQ_ATOMIC, BLOCK_D, DOT_DTYPE, IEEE, BLOCK_M)
         for start_m in range(full_start, n_q, BLOCK_M):
-            dk, dv = _bwd_dkdv_tile(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
+            dk, dv = _bwd_dkdv_tile(dk, dv, k, v, q_base, do_base, lse_base, delta_base, dq_acc_base,
                                     stride_qn, stride_qd, stride_don, stride_dod,
-                                    offs_n, offs_d, start_m, n_q, head_dim, qk_scale,
-                                    False, DOT_DTYPE, IEEE, BLOCK_M)
+                                    offs_n, offs_d, start_m, n_q, head_dim, scale, qk_scale,
+                                    False, DQ_ATOMIC, BLOCK_D, DOT_DTYPE, IEEE, BLOCK_M)
 
     dk *= scale  # dK = c * dS^T Q: the scale once per element, not once per tile
     tl.store(dk_ptr + batch * stride_dkb + kv_head * stride_dkh
@@ -351,35 +364,39 @@ def _bwd_dq_kernel(
 
 
 # ----------------------------------------------------------------------------- launcher
-# Tile sizes, by padded head dim: (dK/dV kernel BLOCK_M, BLOCK_N, dQ kernel
-# BLOCK_M, BLOCK_N, num_warps, num_stages). A dK/dV program holds K, V, dK, dV
-# (4 x BLOCK_N x D) in registers, so larger D needs smaller blocks. Chosen by
-# the sweep in notes/gpu_log.md; the interpreter uses small blocks (cheaper).
+# Tile sizes and launch settings, by padded head dim:
+#   (BLOCK_M1, BLOCK_N1, warps1, stages1,   the dK/dV kernel: a program owns BLOCK_N1 keys
+#    BLOCK_M2, BLOCK_N2, warps2, stages2)   the dQ kernel: a program owns BLOCK_M2 queries
+# A dK/dV program keeps K, V, dK and dV (4 x BLOCK_N1 x D) on chip, so a larger
+# D needs smaller blocks or fewer stages. Chosen by the sweep logged in
+# notes/gpu_log.md (`python flash_backward_draft.py --sweep`); the
+# interpreter gets small blocks, which it runs faster.
 BWD_CONFIGS = {
-    16: (32, 128, 128, 32, 4, 3),
-    32: (32, 128, 128, 32, 4, 3),
-    64: (32, 128, 128, 32, 4, 3),
-    128: (32, 128, 128, 32, 8, 2),
-    256: (16, 64, 64, 16, 8, 1),
+    16: (32, 128, 4, 3, 128, 32, 4, 3),
+    32: (32, 128, 4, 3, 128, 32, 4, 3),
+    64: (32, 128, 4, 3, 128, 32, 4, 3),
+    128: (32, 128, 8, 2, 128, 32, 8, 2),
+    256: (16, 64, 8, 1, 64, 16, 8, 1),
 }
-INTERPRETER_CONFIG = (16, 32, 32, 16, 4, 1)
+INTERPRETER_CONFIG = (16, 32, 4, 1, 32, 16, 4, 1)
 
 
 def flash_attention_bwd_config(block_d, causal=False):
-    """(BLOCK_M1, BLOCK_N1, BLOCK_M2, BLOCK_N2, num_warps, num_stages) for a padded head dim."""
+    """(BLOCK_M1, BLOCK_N1, warps1, stages1, BLOCK_M2, BLOCK_N2, warps2, stages2) for a padded D."""
     if shared.INTERPRETER:
         return INTERPRETER_CONFIG
     return BWD_CONFIGS[block_d]
 
 
-def flash_attention_backward(do, q, k, v, o, lse, causal=False, scale=None, config=None):
+def flash_attention_backward(do, q, k, v, o, lse, causal=False, scale=None, config=None, dq_atomic=False):
     """Gradients (dq, dk, dv) of attention given dO, the inputs and the forward's o and lse.
 
     q, o, do: (B, H, Nq, D); k, v: (B, Hkv, Nk, D) with H % Hkv == 0; lse:
     (B, H, Nq) float32, the natural-log log-sum-exp of scale * q.k over the
     visible keys (what the forward returns). Any strides. Returns dq like q and
     dk, dv like k, all contiguous, in q's dtype. ``config`` overrides the tile
-    sizes (see ``flash_attention_bwd_config``), for sweeps.
+    sizes (see ``flash_attention_bwd_config``), for sweeps; ``dq_atomic=True``
+    runs the fused variant (dQ by atomics inside the dK/dV kernel), for comparison.
     """
     scale = shared.check_attention_inputs(q, k, v, scale, allow_gqa=True, min_head_dim=16, max_head_dim=256)
     for name, t, shape in (("do", do, q.shape), ("o", o, q.shape)):
@@ -394,7 +411,7 @@ def flash_attention_backward(do, q, k, v, o, lse, causal=False, scale=None, conf
     batch, heads, n_q, head_dim = q.shape
     kv_heads, n_k = k.shape[1], k.shape[2]
     block_d = max(16, triton.next_power_of_2(head_dim))
-    block_m1, block_n1, block_m2, block_n2, num_warps, num_stages = (
+    block_m1, block_n1, warps1, stages1, block_m2, block_n2, warps2, stages2 = (
         config or flash_attention_bwd_config(block_d, causal))
     assert block_n1 % block_m1 == 0 and block_m2 % block_n2 == 0, "causal tiles must nest"
 
@@ -416,19 +433,24 @@ def flash_attention_backward(do, q, k, v, o, lse, causal=False, scale=None, conf
     _bwd_preprocess_kernel[(triton.cdiv(n_q, pre_block), batch * heads)](
         o, do, delta, *o.stride(), *do.stride(), heads, n_q, head_dim,
         BLOCK_M=pre_block, BLOCK_D=block_d)
-    common = dict(CAUSAL=bool(causal), DOT_DTYPE=dot_dtype, IEEE=ieee, BLOCK_D=block_d,
-                  num_warps=num_warps, num_stages=num_stages)
+    common = dict(CAUSAL=bool(causal), DOT_DTYPE=dot_dtype, IEEE=ieee, BLOCK_D=block_d)
     qk_scale = scale * LOG2E
+    dq_acc = (torch.zeros((batch, heads, n_q, block_d), dtype=torch.float32, device=q.device)
+              if dq_atomic else delta)  # unused unless DQ_ATOMIC
     _bwd_dkdv_kernel[(triton.cdiv(n_k, block_n1), batch * kv_heads)](
-        q, k, v, do, lse, delta, dk, dv,
+        q, k, v, do, lse, delta, dk, dv, dq_acc,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
         heads, kv_heads, n_q, n_k, head_dim, scale, qk_scale,
-        BLOCK_M=block_m1, BLOCK_N=block_n1, **common)
+        DQ_ATOMIC=bool(dq_atomic), BLOCK_M=block_m1, BLOCK_N=block_n1,
+        num_warps=warps1, num_stages=stages1, **common)
+    if dq_atomic:
+        dq.copy_(dq_acc[..., :head_dim])
+        return dq, dk, dv
     _bwd_dq_kernel[(triton.cdiv(n_q, block_m2), batch * heads)](
         q, k, v, do, lse, delta, dq,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
         heads, kv_heads, n_q, n_k, head_dim, scale, qk_scale,
-        BLOCK_M=block_m2, BLOCK_N=block_n2, **common)
+        BLOCK_M=block_m2, BLOCK_N=block_n2, num_warps=warps2, num_stages=stages2, **common)
     return dq, dk, dv
 
 
@@ -622,11 +644,14 @@ def check(quick):
 
 
 # ----------------------------------------------------------------------------- benchmark
-def benchmark(quick, out_dir):
+def benchmark(quick, out_dir, flex=False):
     lengths = (1024, 4096) if quick else (1024, 2048, 4096, 8192)
     shapes = [(4, 32, n, d) for d in (64, 128) for n in lengths]
     fns = {"03 flash": flash_attention_trainable,
            "sdpa flash": shared.sdpa_backend("flash"), "sdpa cudnn": shared.sdpa_backend("cudnn")}
+    if flex:  # compiles once per shape: slow to start, so only on request
+        from shared.baselines import flex_attention_compiled
+        fns["flex attention"] = flex_attention_compiled()
     rows = shared.quick_benchmark(fns, shapes=shapes, causal=(False, True), dtype=torch.float16,
                                   modes=("bwd",), warmup=10, rep=50)
     path = shared.save_results(out_dir / "results_backward.json", rows, step="03_backward",
@@ -636,20 +661,80 @@ def benchmark(quick, out_dir):
     return rows
 
 
+# (BLOCK_M1, BLOCK_N1, warps1, stages1) of the dK/dV kernel and (BLOCK_M2,
+# BLOCK_N2, warps2, stages2) of the dQ kernel, tried one kernel at a time.
+SWEEP_DKDV = {
+    64: [(32, 128, 4, 3), (32, 128, 4, 4), (32, 128, 4, 5), (32, 128, 8, 3), (64, 128, 4, 3),
+         (64, 128, 8, 3), (32, 64, 4, 3), (64, 64, 4, 3), (16, 128, 4, 3), (16, 64, 4, 3)],
+    128: [(32, 128, 8, 2), (32, 128, 4, 2), (32, 128, 8, 3), (64, 128, 8, 2), (64, 128, 8, 3),
+          (32, 64, 4, 2), (32, 64, 4, 3), (64, 64, 4, 2), (16, 128, 8, 2), (16, 64, 4, 3)],
+}
+SWEEP_DQ = {
+    64: [(128, 32, 4, 3), (128, 32, 4, 4), (128, 32, 8, 3), (128, 64, 8, 3), (128, 64, 4, 3),
+         (64, 32, 4, 3), (64, 64, 4, 3), (128, 16, 4, 3)],
+    128: [(128, 32, 8, 2), (128, 32, 4, 2), (128, 32, 8, 3), (128, 64, 8, 2), (64, 32, 4, 3),
+          (64, 64, 4, 2), (64, 32, 4, 2), (128, 16, 4, 2)],
+}
+
+
+def sweep(out_dir, n=4096, head_dims=(64, 128), dtype=torch.float16):
+    """Time the backward alone (no autograd) for each candidate config of each kernel."""
+    import triton.testing
+
+    forward, forward_name = flash_attention_bwd_forward()
+    rows = []
+    for d in head_dims:
+        for causal in (False, True):
+            q, k, v = shared.make_qkv(4, 32, n, d, dtype=dtype)
+            o, lse = forward(q, k, v, causal=causal)
+            do = torch.randn_like(o)
+            flops = shared.attention_flops(4, 32, n, n, d, causal, "bwd")
+            base = flash_attention_bwd_config(d)
+            trials = [("dkdv", c + base[4:], False) for c in SWEEP_DKDV[d]]
+            trials += [("dq", base[:4] + c, False) for c in SWEEP_DQ[d]]
+            trials += [("atomic dq", base, True)]
+            for kernel, config, atomic in trials:
+                row = {"head_dim": d, "causal": causal, "n": n, "kernel": kernel, "config": list(config),
+                       "dq_atomic": atomic, "ms": None, "tflops": None, "status": "ok"}
+                try:
+                    fn = lambda: flash_attention_backward(do, q, k, v, o, lse, causal, None, config, atomic)  # noqa: E731
+                    fn()
+                    row["ms"] = triton.testing.do_bench(fn, warmup=10, rep=40, return_mode="median")
+                    row["tflops"] = flops / (row["ms"] * 1e-3) / 1e12
+                except Exception as exc:  # out of shared memory / registers: record and go on
+                    row["status"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"
+                rows.append(row)
+                print(f"  sweep D={d} causal={causal!s:<5} {kernel:<9} {str(config):<40} "
+                      + (f"{row['ms']:.3f} ms {row['tflops']:.0f} TFLOP/s" if row["ms"] else row["status"]),
+                      flush=True)
+            del q, k, v, o, lse, do
+    path = shared.save_results(out_dir / "backward_sweep.json", rows, step="03_backward_sweep",
+                               command="python flash_backward_draft.py --sweep", forward=forward_name,
+                               shape=f"(4, 32, {n}, D)", dtype=str(dtype))
+    print(f"wrote {path}")
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer shapes and sizes")
     parser.add_argument("--out-dir", type=Path, default=HERE / "results")
+    parser.add_argument("--sweep", action="store_true", help="only sweep the tile configs (GPU)")
+    parser.add_argument("--no-check", action="store_true", help="skip the gradient check")
+    parser.add_argument("--flex", action="store_true", help="also time FlexAttention's backward")
     args = parser.parse_args(argv)
+    if args.sweep:
+        sweep(args.out_dir)
+        return 0
     print(shared.describe_runtime())
     print(f"forward used for o and lse in training: {flash_attention_bwd_forward()[1]}")
-    if not check(args.quick):
+    if not args.no_check and not check(args.quick):
         print("FAILED: the backward does not match the reference; not benchmarking.")
         return 1
     if shared.INTERPRETER:
         print("Skipping the benchmark: there is no GPU to time on.")
         return 0
-    benchmark(args.quick, args.out_dir)
+    benchmark(args.quick, args.out_dir, flex=args.flex)
     return 0
 
 
