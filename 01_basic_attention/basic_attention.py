@@ -123,6 +123,7 @@ def basic_attention(q, k, v, causal=False, scale=None, out=None):
     scale = shared.check_attention_inputs(q, k, v, scale, max_head_dim=256)
     out = shared.check_out(out, q, v)
     batch, heads, n_q, head_dim = q.shape
+    shared.check_grid_rows(batch, heads)
     grid = (n_q, batch * heads)  # one program per query row, per (batch, head)
     basic_attention_kernel[grid](
         q, k, v, out,

@@ -22,8 +22,9 @@ import torch
 from .runtime import DEVICE
 
 # Elementwise |out - ref| <= atol + rtol * |ref|. Half types carry ~3 (bf16) or
-# ~4 (fp16) significant digits and the kernels round P to that type before the
-# P @ V product; float32 leaves room for TF32 matrix products.
+# ~4 (fp16) significant digits; the output is rounded to them, and the tensor-core
+# kernels (step 03) also round P to that type before the P @ V product. The
+# float32 figure leaves room for TF32 matrix products.
 TOLERANCES = {
     torch.float16: (3e-3, 3e-3),
     torch.bfloat16: (2e-2, 2e-2),

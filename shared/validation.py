@@ -56,6 +56,13 @@ def check_attention_inputs(q, k, v, scale=None, *, allow_gqa=False, min_head_dim
     return float(scale)
 
 
+def check_grid_rows(batch, heads):
+    """Steps 01 and 02 put batch * heads on the grid's second axis, which CUDA caps at 65535."""
+    if batch * heads > 65535:
+        raise ValueError(f"batch * heads = {batch * heads} exceeds the grid limit of 65535 programs "
+                         "on axis 1; split the batch")
+
+
 def check_out(out, q, v):
     """Check a caller-supplied output buffer, or allocate one like q with v's head dim."""
     shape = (*q.shape[:-1], v.shape[-1])

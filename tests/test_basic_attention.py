@@ -67,6 +67,7 @@ def _qkv(**overrides):
     ({"q": (2, 8, 16)}, ValueError, "4-D"),
     ({"q": (1, 2, 8, 512), "k": (1, 2, 8, 512), "v": (1, 2, 8, 512)}, ValueError, "head dim 512"),
     ({"q": (1, 2, 0, 16)}, ValueError, "empty"),
+    ({"q": (1, 65536, 1, 16), "k": (1, 65536, 1, 16), "v": (1, 65536, 1, 16)}, ValueError, "grid limit"),
     ({"dtype": torch.int32}, TypeError, "dtype torch.int32"),
     ({"dtype": torch.float64}, TypeError, "supported"),
 ])
