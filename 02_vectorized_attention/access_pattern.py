@@ -34,7 +34,8 @@ def draw_access_pattern(path=HERE / "access_pattern.png", n_k=40, head_dim=16, b
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 6.2))
     panels = [
-        (axes[0], order01, n_k, f"step 01: one key row per load\n{n_k} K loads (+{n_k} V loads), one after another",
+        (axes[0], order01, n_k,
+         f"step 01: one key row per load\n{n_k} K loads (+{n_k} V loads), one after another",
          plt.get_cmap("viridis")(np.linspace(0, 1, n_k))),
         (axes[1], order02, n_blocks,
          f"step 02: one BLOCK_N x D tile per load (BLOCK_N={block_n})\n"
@@ -71,7 +72,8 @@ def draw_access_pattern(path=HERE / "access_pattern.png", n_k=40, head_dim=16, b
         axes[1].add_patch(plt.Rectangle((-0.5, n_k - 0.5), head_dim, tail, fill=False, hatch="//",
                                         edgecolor="grey", clip_on=False))
         axes[1].set_ylim(n_blocks * block_n - 0.5, -0.5)
-        axes[1].text(head_dim / 2 - 0.5, n_k - 0.5 + tail / 2, f"masked: keys {n_k}..{n_blocks * block_n - 1}\n"
+        axes[1].text(head_dim / 2 - 0.5, n_k - 0.5 + tail / 2,
+                     f"masked: keys {n_k}..{n_blocks * block_n - 1}\n"
                      "(past Nk, read nothing)", ha="center", va="center", fontsize=8, color="dimgrey")
     fig.suptitle(f"Reading K for one query row (Nk={n_k}, D={head_dim}): "
                  "same bytes, far fewer and wider loads", fontsize=11)

@@ -185,9 +185,15 @@ def vectorized_attention(q, k, v, causal=False, scale=None, out=None):
     """
     scale = shared.check_attention_inputs(q, k, v, scale, max_head_dim=256)
     out = shared.check_out(out, q, v)
+    launch(q, k, v, out, scale, causal)
+    return out
+
+
+def launch(q, k, v, out, scale, causal):
+    """Launch the kernel on checked tensors; returns what Triton returns (on a GPU, the compiled kernel)."""
     batch, heads, n_q, head_dim = q.shape
     grid = (n_q, batch * heads)  # one program per query row, per (batch, head), as in step 01
-    vectorized_attention_kernel[grid](
+    return vectorized_attention_kernel[grid](
         q, k, v, out,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         heads, k.shape[2], head_dim, scale,
@@ -196,7 +202,20 @@ def vectorized_attention(q, k, v, causal=False, scale=None, out=None):
         BLOCK_D=triton.next_power_of_2(head_dim),
         num_warps=NUM_WARPS,  # 128 threads share a tile of <= 8192 elements (see NUM_WARPS)
     )
-    return out
+
+
+def kernel_resources(head_dim, causal, dtype=torch.float16):
+    """Registers and spilled bytes per thread of the compiled kernel (GPU only).
+
+    The check on the register budget behind ``block_n_for``: spills mean the
+    tile did not fit, and the kernel pays local-memory traffic for it.
+    """
+    q, k, v = shared.make_qkv(1, 1, 2, head_dim, n_k=300, dtype=dtype)
+    out = torch.empty_like(q)
+    compiled = launch(q, k, v, out, 1.0 / math.sqrt(head_dim), causal)
+    torch.cuda.synchronize()
+    return {"head_dim": head_dim, "causal": causal, "block_n": block_n_for(head_dim), "num_warps": NUM_WARPS,
+            "n_regs": getattr(compiled, "n_regs", None), "n_spills": getattr(compiled, "n_spills", None)}
 
 
 # ----------------------------------------------------------------------------- memory traffic
@@ -251,32 +270,44 @@ SLOW_CALL_S = 0.25  # a call slower than this is timed with a few plain calls, n
 MAX_CALL_S = 5.0  # a call predicted slower than this is left out (step 01 at long lengths)
 
 
-def _measure_few(fn, shape, causal, dtype, calls=3):
+def _empty_row(name, shape, causal, dtype, status):
+    return {"impl": name, **shared.benchmark_utils.shape_dict(shape), "causal": causal,
+            "dtype": str(dtype).replace("torch.", ""), "mode": "fwd", "ms": None, "tflops": None,
+            "gbps": None, "peak_mem_gib": None, "status": status}
+
+
+def _measure_few(name, fn, shape, causal, dtype, calls=3):
     """One result row like ``shared.measure``'s, timed by CUDA events over a few calls.
 
     For kernels that take seconds: do_bench would call them at least 8 times.
     """
-    s = shared.benchmark_utils.shape_dict(shape)
-    row = {**s, "causal": causal, "dtype": str(dtype).replace("torch.", ""), "mode": "fwd",
-           "ms": None, "tflops": None, "gbps": None, "peak_mem_gib": None, "status": "ok"}
-    q, k, v = shared.make_qkv(s["batch"], s["heads"], s["n_q"], s["head_dim"], n_k=s["n_k"], dtype=dtype)
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    fn(q, k, v, causal=causal)  # warm-up: compiles
-    torch.cuda.synchronize()
-    row["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    times = []
-    for _ in range(calls):
-        begin, finish = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        begin.record()
-        fn(q, k, v, causal=causal)
-        finish.record()
+    row = _empty_row(name, shape, causal, dtype, "ok")
+    try:
+        q, k, v = shared.make_qkv(row["batch"], row["heads"], row["n_q"], row["head_dim"], n_k=row["n_k"],
+                                  dtype=dtype)
         torch.cuda.synchronize()
-        times.append(begin.elapsed_time(finish))
+        torch.cuda.reset_peak_memory_stats()
+        fn(q, k, v, causal=causal)  # warm-up: compiles
+        torch.cuda.synchronize()
+        row["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        times = []
+        for _ in range(calls):
+            begin, finish = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            fn(q, k, v, causal=causal)
+            finish.record()
+            torch.cuda.synchronize()
+            times.append(begin.elapsed_time(finish))
+    except torch.cuda.OutOfMemoryError:
+        return _empty_row(name, shape, causal, dtype, "oom")
+    finally:
+        q = k = v = None
+        torch.cuda.empty_cache()
     row["ms"] = sorted(times)[len(times) // 2]
-    flops = shared.attention_flops(s["batch"], s["heads"], s["n_q"], s["n_k"], s["head_dim"], causal)
-    nbytes = shared.attention_min_bytes(s["batch"], s["heads"], s["kv_heads"], s["n_q"], s["n_k"],
-                                        s["head_dim"], dtype.itemsize)
+    flops = shared.attention_flops(row["batch"], row["heads"], row["n_q"], row["n_k"], row["head_dim"],
+                                   causal)
+    nbytes = shared.attention_min_bytes(row["batch"], row["heads"], row["kv_heads"], row["n_q"], row["n_k"],
+                                        row["head_dim"], dtype.itemsize)
     row["tflops"] = flops / (row["ms"] * 1e-3) / 1e12
     row["gbps"] = nbytes / (row["ms"] * 1e-3) / 1e9
     row["timing"] = f"median of {calls} calls (slow kernel)"
@@ -295,6 +326,9 @@ def benchmark(quick, out_dir):
     traffic = {"02 vectorized": traffic_per_row, "01 basic": step01.traffic_per_row}
     ceilings = shared.measure_ceilings(dtype)
     print(f"ceilings: {ceilings}")
+    resources = [kernel_resources(d, c, dtype) for d in head_dims for c in (False, True)]
+    for r in resources:
+        print(f"compiled 02 kernel: {r}")
     rows, started = [], time.time()
     for causal in (False, True):
         for d in head_dims:
@@ -302,36 +336,32 @@ def benchmark(quick, out_dir):
             for n in lengths:
                 shape = (4, 32, n, d)
                 for name, fn in fns.items():
+                    # time grows as N^2: predict this call from the last length, skip what would crawl
                     predicted = last[name][1] * (n / last[name][0]) ** 2 if name in last else 0.0
                     if predicted > MAX_CALL_S:
-                        row = {"impl": name, **shared.benchmark_utils.shape_dict(shape), "causal": causal,
-                               "dtype": "float16", "mode": "fwd", "ms": None, "tflops": None, "gbps": None,
-                               "peak_mem_gib": None,
-                               "status": f"skipped: predicted {predicted:.0f} s per call (N^2 from N={last[name][0]})"}
+                        status = f"skipped: predicted {predicted:.0f} s per call (N^2 from N={last[name][0]})"
+                        row = _empty_row(name, shape, causal, dtype, status)
                     elif predicted > SLOW_CALL_S:
-                        try:
-                            row = {"impl": name, **_measure_few(fn, shape, causal, dtype)}
-                        except torch.cuda.OutOfMemoryError:
-                            row = {"impl": name, **shared.benchmark_utils.shape_dict(shape), "causal": causal,
-                                   "dtype": "float16", "mode": "fwd", "ms": None, "tflops": None,
-                                   "gbps": None, "peak_mem_gib": None, "status": "oom"}
-                            torch.cuda.empty_cache()
+                        row = _measure_few(name, fn, shape, causal, dtype)
                     else:
-                        row = {"impl": name, **shared.measure(fn, shape, causal, dtype, "fwd", warmup=10, rep=50)}
+                        timed = shared.measure(fn, shape, causal, dtype, "fwd", warmup=10, rep=50)
+                        row = {"impl": name, **timed}
                     if row.get("ms"):
                         last[name] = (n, row["ms"] / 1e3)
-                        if name in traffic:
+                        if name in traffic:  # the bytes this kernel really asks for, re-reads included
                             total = requested_bytes(traffic[name], 4, 32, n, n, d, dtype.itemsize, causal)
                             row["requested_bytes"] = total
                             row["requested_gbps"] = total / (row["ms"] * 1e-3) / 1e9
                     rows.append(row)
-                    extra = f" requested {row['requested_gbps']:8.0f} GB/s" if row.get("requested_gbps") else ""
-                    print(shared.benchmark_utils.format_row(row) + extra, flush=True)
+                    line = shared.benchmark_utils.format_row(row)
+                    if row.get("requested_gbps"):
+                        line += f" requested {row['requested_gbps']:8.0f} GB/s"
+                    print(line, flush=True)
     print(f"benchmark took {time.time() - started:.0f} s")
     path = shared.save_results(out_dir / "results.json", rows, step="02_vectorized_attention",
                                command="python vectorized_attention.py" + (" --quick" if quick else ""),
-                               ceilings=ceilings, block_n={d: block_n_for(d) for d in head_dims},
-                               num_warps=NUM_WARPS)
+                               ceilings=ceilings, kernel_resources=resources, num_warps=NUM_WARPS,
+                               block_n={d: block_n_for(d) for d in head_dims})
     print(f"wrote {path}")
     for d in head_dims:
         for causal in (False, True):
@@ -356,7 +386,8 @@ def plot_requested_bandwidth(rows, path, copy_gbps, title=""):
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for impl in ("01 basic", "02 vectorized"):
-        pts = sorted((r["n_q"], r["requested_gbps"]) for r in rows if r["impl"] == impl and r.get("requested_gbps"))
+        pts = sorted((r["n_q"], r["requested_gbps"]) for r in rows
+                     if r["impl"] == impl and r.get("requested_gbps"))
         if pts:
             ax.plot(*zip(*pts), marker="o", label=impl, color=shared.COLORS.get(impl))
     ax.axhline(copy_gbps, color="k", linestyle="--", label=f"device copy {copy_gbps:.0f} GB/s")

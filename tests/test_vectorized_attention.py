@@ -163,7 +163,8 @@ def test_mixed_dtypes_and_bad_scale_and_non_tensors():
 def test_block_n_rule(head_dim, expected):
     bn = block_n_for(head_dim)
     assert bn == expected
-    assert bn * max(16, 2 ** math.ceil(math.log2(head_dim))) <= step02.TILE_ELEMENTS or bn == step02.MIN_BLOCK_N
+    block_d = 2 ** math.ceil(math.log2(head_dim))
+    assert bn * block_d <= step02.TILE_ELEMENTS or bn == step02.MIN_BLOCK_N
 
 
 def test_traffic_model_same_bytes_as_step01_fewer_loads():
