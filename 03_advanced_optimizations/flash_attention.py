@@ -17,8 +17,8 @@ You will learn:
   * causal attention in two loops: full tiles without masks, diagonal tiles with masks;
   * GQA/MQA by index arithmetic (no copies of K/V), strides for any layout, masks for any length;
   * the log-sum-exp (lse) the backward pass recomputes the softmax from;
-  * Hopper: autotuning block sizes, warps and pipeline stages, and what tensor descriptors
-    (TMA) and warp specialisation buy - measured, not assumed.
+  * Hopper: autotuning block sizes, warps and pipeline stages; what tensor descriptors (TMA)
+    and warp specialisation bought here (nothing, measured: see "what did not help" below).
 
 Run it (from this folder or the repo root):
     python flash_attention.py                    # check, then benchmark the whole grid (GPU)
@@ -79,8 +79,8 @@ LN2 = 0.6931471805599453  # ln(2): turns a log2-domain logsumexp back into natur
 def attention_tile_loop(
     acc, m_i, l_i,  # running state: (BLOCK_M, BLOCK_D) fp32 accumulator, row max (log2 units), row sum
     q,  # (BLOCK_M, BLOCK_D) query tile, stays in registers for the whole loop
-    k_src, v_src,  # pointer-based: base pointers of this (batch, kv head); TMA: tensor descriptors
-    stride_kn, stride_kd, stride_vn, stride_vd,  # strides of K and V (pointer path only)
+    k_base, v_base,  # pointers to K[batch, kv_head, 0, 0] and V[batch, kv_head, 0, 0]
+    stride_kn, stride_kd, stride_vn, stride_vd,  # element strides of K and V rows / columns
     start, end,  # key range [start, end) of this loop; start is a multiple of BLOCK_N
     offs_m,  # (BLOCK_M,) query row indices of this tile
     n_k,  # Nk, to mask keys past the end
@@ -89,28 +89,24 @@ def attention_tile_loop(
     CAUSAL: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
     NEG_SCALE: tl.constexpr,  # scale < 0: the row max of S is the row min of Q K^T
-    USE_TMA: tl.constexpr,  # K/V tiles through tensor descriptors (Hopper TMA) instead of pointers
+    LAZY_RESCALE: tl.constexpr,  # skip the rescaling while no row max grew by more than 2^8
     UPCAST_DOT: tl.constexpr,  # interpreter + bf16 only: tl.dot in fp32 (see launcher)
     DOT_PRECISION: tl.constexpr,  # "ieee" (fp32 inputs) or "tf32"; ignored for fp16/bf16
-    WARP_SPECIALIZE: tl.constexpr,  # let Triton split loads and math into producer/consumer warps
 ):
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     d_mask = offs_d < HEAD_DIM  # all true when HEAD_DIM is a power of two: compiled away
-    for start_n in tl.range(start, end, BLOCK_N, warp_specialize=WARP_SPECIALIZE):
+    for start_n in range(start, end, BLOCK_N):
         start_n = tl.multiple_of(start_n, BLOCK_N)
         cols = start_n + offs_n  # key indices of this tile
         # ---- S = Q K^T ------------------------------------------------ read BLOCK_N x D of K
-        if USE_TMA:
-            k = k_src.load([start_n, 0])  # rows past Nk and columns past D arrive as zeros
+        k_ptrs = k_base + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd
+        if MASKED:
+            k = tl.load(k_ptrs, mask=(cols[:, None] < n_k) & d_mask[None, :], other=0.0)
+        elif HEAD_DIM == BLOCK_D:
+            k = tl.load(k_ptrs)  # full tile, no mask: the fast path of the main loop
         else:
-            k_ptrs = k_src + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd
-            if MASKED:
-                k = tl.load(k_ptrs, mask=(cols[:, None] < n_k) & d_mask[None, :], other=0.0)
-            elif HEAD_DIM == BLOCK_D:
-                k = tl.load(k_ptrs)  # full tile, no mask: the fast path of the main loop
-            else:
-                k = tl.load(k_ptrs, mask=d_mask[None, :], other=0.0)
+            k = tl.load(k_ptrs, mask=d_mask[None, :], other=0.0)
         if UPCAST_DOT:
             k = k.to(tl.float32)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N) fp32
@@ -123,33 +119,49 @@ def attention_tile_loop(
                 visible = visible & (cols[None, :] <= offs_m[:, None])  # top-left: key j <= query i
             s = tl.where(visible, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
-            p = tl.math.exp2(s - m_new[:, None])
+            p = tl.math.exp2(s - m_new[:, None])  # masked: exp2(-inf) = 0
+            alpha = tl.math.exp2(m_i - m_new)  # 0 on the first tile (m_i = -inf), else <= 1
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None]
+            m_i = m_new
         else:
-            # No mask: take the row max of the raw products (one multiply per row, not per
-            # score), then one fused multiply-add per score: s * qk_scale - m_new.
+            # No mask: the row max of the raw products times the scale (one multiply per
+            # row, not per score), then one fused multiply-add per score: qk * qk_scale - m.
             if NEG_SCALE:
                 m_new = tl.maximum(m_i, tl.min(qk, 1) * qk_scale)
             else:
                 m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-            p = tl.math.exp2(qk * qk_scale - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)  # 0 on the first tile (m_i = -inf), else <= 1
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        # ---- acc += P V -------------------------------------------------- read BLOCK_N x D of V
-        if USE_TMA:
-            v = v_src.load([start_n, 0])
-        else:
-            v_ptrs = v_src + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd
-            if MASKED:
-                v = tl.load(v_ptrs, mask=(cols[:, None] < n_k) & d_mask[None, :], other=0.0)
-            elif HEAD_DIM == BLOCK_D:
-                v = tl.load(v_ptrs)
+            if LAZY_RESCALE:
+                # Rescale only when some row's max grew by more than 8 (log2 units, a factor
+                # 256); otherwise keep the stale max: p = exp2(s - m_i) <= 2^8 is still safe
+                # in fp16/bf16 and the result is the same, since l and lse use the same m_i.
+                # Saves BLOCK_M x D multiplies and BLOCK_M exp2 on most tiles, for one
+                # block-wide max.
+                if tl.max(m_new - m_i, 0) > 8.0:
+                    alpha = tl.math.exp2(m_i - m_new)
+                    l_i = l_i * alpha
+                    acc = acc * alpha[:, None]
+                    m_i = m_new
+                p = tl.math.exp2(qk * qk_scale - m_i[:, None])
+                l_i = l_i + tl.sum(p, 1)
             else:
-                v = tl.load(v_ptrs, mask=d_mask[None, :], other=0.0)
+                p = tl.math.exp2(qk * qk_scale - m_new[:, None])
+                alpha = tl.math.exp2(m_i - m_new)  # how much the old state shrinks
+                l_i = l_i * alpha + tl.sum(p, 1)
+                acc = acc * alpha[:, None]
+                m_i = m_new
+        # ---- acc += P V -------------------------------------------------- read BLOCK_N x D of V
+        v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd
+        if MASKED:
+            v = tl.load(v_ptrs, mask=(cols[:, None] < n_k) & d_mask[None, :], other=0.0)
+        elif HEAD_DIM == BLOCK_D:
+            v = tl.load(v_ptrs)
+        else:
+            v = tl.load(v_ptrs, mask=d_mask[None, :], other=0.0)
         if UPCAST_DOT:
             v = v.to(tl.float32)
+        # P is rounded to the input type (fp16/bf16) so the second product runs on tensor cores.
         acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
-        m_i = m_new
     return acc, m_i, l_i
 
 
@@ -170,10 +182,9 @@ def flash_attention_forward_kernel(
     BLOCK_D: tl.constexpr,  # D rounded up to a power of two (tl.arange and tl.dot need it)
     CAUSAL: tl.constexpr,
     NEG_SCALE: tl.constexpr,
-    USE_TMA: tl.constexpr,
+    LAZY_RESCALE: tl.constexpr,
     UPCAST_DOT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
-    WARP_SPECIALIZE: tl.constexpr,
     BLOCK_M: tl.constexpr,  # query rows per program
     BLOCK_N: tl.constexpr,  # keys per inner step
 ):
@@ -198,23 +209,8 @@ def flash_attention_forward_kernel(
     v_base = v_ptr + batch.to(tl.int64) * stride_vb + kv_head.to(tl.int64) * stride_vh
     o_base = o_ptr + batch.to(tl.int64) * stride_ob + head.to(tl.int64) * stride_oh
 
-    if USE_TMA:
-        # Hopper's tensor memory accelerator: one descriptor per (batch, head) matrix of
-        # shape (N, D), so a tile never reads into the next head and reads past N or D
-        # return zeros. The copy engine moves whole tiles into shared memory while the
-        # warps compute. (Needs stride_d == 1 and 16-byte aligned rows: see the launcher.)
-        q_src = tl.make_tensor_descriptor(q_base, shape=[n_q, HEAD_DIM], strides=[stride_qn, 1],
-                                          block_shape=[BLOCK_M, BLOCK_D])
-        k_src = tl.make_tensor_descriptor(k_base, shape=[n_k, HEAD_DIM], strides=[stride_kn, 1],
-                                          block_shape=[BLOCK_N, BLOCK_D])
-        v_src = tl.make_tensor_descriptor(v_base, shape=[n_k, HEAD_DIM], strides=[stride_vn, 1],
-                                          block_shape=[BLOCK_N, BLOCK_D])
-        q = q_src.load([start_m * BLOCK_M, 0])  # read BLOCK_M x D, once
-    else:
-        k_src = k_base
-        v_src = v_base
-        q_ptrs = q_base + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd
-        q = tl.load(q_ptrs, mask=(offs_m[:, None] < n_q) & d_mask[None, :], other=0.0)  # read once
+    q_ptrs = q_base + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd
+    q = tl.load(q_ptrs, mask=(offs_m[:, None] < n_q) & d_mask[None, :], other=0.0)  # read BLOCK_M x D once
     if UPCAST_DOT:
         q = q.to(tl.float32)
 
@@ -234,15 +230,13 @@ def flash_attention_forward_kernel(
         full_end = full_tiles_end
         masked_end = n_k
     acc, m_i, l_i = attention_tile_loop(
-        acc, m_i, l_i, q, k_src, v_src, stride_kn, stride_kd, stride_vn, stride_vd,
+        acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
         0, full_end, offs_m, n_k, qk_scale,
-        False, CAUSAL, HEAD_DIM, BLOCK_D, BLOCK_N, NEG_SCALE, USE_TMA, UPCAST_DOT, DOT_PRECISION,
-        WARP_SPECIALIZE)
+        False, CAUSAL, HEAD_DIM, BLOCK_D, BLOCK_N, NEG_SCALE, LAZY_RESCALE, UPCAST_DOT, DOT_PRECISION)
     acc, m_i, l_i = attention_tile_loop(
-        acc, m_i, l_i, q, k_src, v_src, stride_kn, stride_kd, stride_vn, stride_vd,
+        acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
         full_end, masked_end, offs_m, n_k, qk_scale,
-        True, CAUSAL, HEAD_DIM, BLOCK_D, BLOCK_N, NEG_SCALE, USE_TMA, UPCAST_DOT, DOT_PRECISION,
-        False)
+        True, CAUSAL, HEAD_DIM, BLOCK_D, BLOCK_N, NEG_SCALE, LAZY_RESCALE, UPCAST_DOT, DOT_PRECISION)
     # Every row sees at least key 0 (j = 0 <= i), so l_i >= 1 and m_i is finite.
 
     # ---- epilogue: normalise, write O and the logsumexp -------------- write BLOCK_M x D + BLOCK_M
@@ -250,19 +244,17 @@ def flash_attention_forward_kernel(
     lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453  # log2-domain -> natural log
     row_mask = offs_m < n_q
     tl.store(lse_ptr + bh.to(tl.int64) * n_q + offs_m, lse, mask=row_mask)
-    if USE_TMA:
-        o_dst = tl.make_tensor_descriptor(o_base, shape=[n_q, HEAD_DIM], strides=[stride_on, 1],
-                                          block_shape=[BLOCK_M, BLOCK_D])
-        o_dst.store([start_m * BLOCK_M, 0], out.to(o_ptr.dtype.element_ty))  # clipped at Nq, D
-    else:
-        o_ptrs = o_base + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od
-        tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=row_mask[:, None] & d_mask[None, :])
+    o_ptrs = o_base + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od
+    tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=row_mask[:, None] & d_mask[None, :])
 
 
 # ----------------------------------------------------------------------------- configurations
-# A "config" is (BLOCK_M, BLOCK_N, num_warps, num_stages). The defaults below were picked
-# from measurements on an H100 (see results/ and the README); the autotuner then chooses
-# among a few candidates per (head dim, causal, dtype, length bucket), once per process.
+# A "config" is (BLOCK_M, BLOCK_N, num_warps, num_stages). Measured on an H100 (fp16,
+# B=4 H=32, N 1024-16384; results/tune1.log): BLOCK_M=128 with 8 warps (two warpgroups of
+# 64 rows, each on its own wgmma) and 3 pipeline stages wins almost everywhere; BLOCK_N=128
+# helps D=128 at long lengths; 64x64 with 4 warps wins short D=128 problems (more programs).
+# The autotuner picks among a few such candidates per (head dim, causal, dtype, length
+# bucket), once per process, and only for problems big enough for it to matter.
 def _bucket(n):
     """Lengths rounded up to a power of two (at least 16): the autotuner's key."""
     return max(16, triton.next_power_of_2(int(n)))
@@ -277,8 +269,6 @@ def default_config(head_dim, n_q, dtype):
         return (64, 64 if block_d <= 128 else 32, 4, 2)
     if dtype == torch.float32:  # twice the bytes per tile: smaller tiles fit shared memory
         return (64, 32, 4, 2)
-    if block_d <= 64:
-        return (128, 64, 4, 3)
     if block_d <= 128:
         return (128, 64, 8, 3)
     return (64, 32, 4, 2)
@@ -290,9 +280,9 @@ def candidate_configs(head_dim, n_q, dtype):
     if dtype == torch.float32 or n_q <= 64:
         return [default_config(head_dim, n_q, dtype)]
     if block_d <= 64:
-        return [(128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 4, 4)]
+        return [(128, 64, 8, 3), (64, 64, 4, 3), (128, 128, 4, 3)]
     if block_d <= 128:
-        return [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 3)]
+        return [(128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 8, 4)]
     return [(64, 32, 4, 2), (64, 64, 4, 2), (128, 32, 8, 2)]
 
 
@@ -314,50 +304,21 @@ _ALL_CANDIDATES = sorted({c for d in (16, 64, 128, 256) for n in (16, 64, 1024)
                           for dt in (torch.float16, torch.float32) for c in candidate_configs(d, n, dt)})
 flash_attention_forward_kernel_tuned = triton.autotune(
     configs=_as_triton_configs(_ALL_CANDIDATES),
-    key=["HEAD_DIM", "CAUSAL", "N_Q_BUCKET", "N_K_BUCKET", "USE_TMA", "WARP_SPECIALIZE"],
+    key=["HEAD_DIM", "CAUSAL", "N_Q_BUCKET", "N_K_BUCKET", "LAZY_RESCALE"],  # + dtypes, always
     prune_configs_by={"early_config_prune": _prune},
 )(flash_attention_forward_kernel)
 AUTOTUNE_MIN_WORK = 1024 * 1024  # Nq * Nk below this: launch-bound, the default config is fine
 
 
 # ----------------------------------------------------------------------------- launcher
-_ALLOCATOR_SET = False
+LAZY_RESCALE_DEFAULT = False  # set from the measurements: see the README and results/
 
 
-def _set_tma_allocator():
-    """Device-side tensor descriptors need a little global scratch memory per launch."""
-    global _ALLOCATOR_SET
-    if not _ALLOCATOR_SET:
-        triton.set_allocator(lambda size, alignment, stream: torch.empty(size, dtype=torch.int8,
-                                                                         device="cuda"))
-        _ALLOCATOR_SET = True
-
-
-def tma_supported(q, k, v, out):
-    """Whether the TMA path can read these tensors: Hopper+, fp16/bf16, last stride 1,
-    16-byte aligned base pointers and strides (TMA's rules)."""
-    if shared.INTERPRETER or not q.is_cuda or torch.cuda.get_device_capability(q.device)[0] < 9:
-        return False
-    if q.dtype not in (torch.float16, torch.bfloat16):
-        return False
-    for t in (q, k, v, out):
-        if t.stride(3) != 1 or t.data_ptr() % 16:
-            return False
-        if any((s * t.element_size()) % 16 for s in t.stride()[:3]):
-            return False
-    return True
-
-
-USE_TMA_DEFAULT = False  # set from the measurements: see the README and results/
-WARP_SPECIALIZE_DEFAULT = False
-
-
-def _forward(q, k, v, causal=False, scale=None, out=None, *, config=None, use_tma=None,
-             warp_specialize=None):
-    """Validate, pick a path and a config, launch. Returns (o, lse).
+def _forward(q, k, v, causal=False, scale=None, out=None, *, config=None, lazy_rescale=None):
+    """Validate, pick a config, launch. Returns (o, lse).
 
     ``config``: (BLOCK_M, BLOCK_N, num_warps, num_stages) to bypass the autotuner (tuning
-    scripts, tests); ``use_tma``/``warp_specialize``: force a variant (None = default).
+    scripts, tests); ``lazy_rescale``: force that variant on or off (None = default).
     """
     scale = shared.check_attention_inputs(q, k, v, scale, allow_gqa=True, min_head_dim=16,
                                           max_head_dim=256)
@@ -367,15 +328,8 @@ def _forward(q, k, v, causal=False, scale=None, out=None, *, config=None, use_tm
     batch, heads, n_q, head_dim = q.shape
     kv_heads, n_k = k.shape[1], k.shape[2]
     lse = torch.empty((batch, heads, n_q), dtype=torch.float32, device=q.device)
-
-    if use_tma is None:
-        use_tma = USE_TMA_DEFAULT and tma_supported(q, k, v, out)
-    elif use_tma and not tma_supported(q, k, v, out):
-        raise ValueError("use_tma=True needs a Hopper GPU, fp16/bf16 and 16-byte aligned rows")
-    if use_tma:
-        _set_tma_allocator()
-    if warp_specialize is None:
-        warp_specialize = WARP_SPECIALIZE_DEFAULT and not shared.INTERPRETER
+    if lazy_rescale is None:
+        lazy_rescale = LAZY_RESCALE_DEFAULT
 
     # The interpreter computes bf16 tl.dot wrongly (a Triton bug, both 3.6 and 3.8): there,
     # and only there, bf16 tiles are widened to fp32 before each tl.dot. The GPU path never is.
@@ -387,8 +341,8 @@ def _forward(q, k, v, causal=False, scale=None, out=None, *, config=None, use_tm
     args = (q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
             heads, heads // kv_heads, n_q, n_k, scale * LOG2E, _bucket(n_q), _bucket(n_k))
     meta = dict(HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim), CAUSAL=causal,
-                NEG_SCALE=scale < 0, USE_TMA=bool(use_tma), UPCAST_DOT=upcast,
-                DOT_PRECISION=precision, WARP_SPECIALIZE=bool(warp_specialize))
+                NEG_SCALE=scale < 0, LAZY_RESCALE=bool(lazy_rescale), UPCAST_DOT=upcast,
+                DOT_PRECISION=precision)
 
     if config is None and (shared.INTERPRETER or n_q * n_k < AUTOTUNE_MIN_WORK):
         config = default_config(head_dim, n_q, q.dtype)

@@ -1,13 +1,12 @@
 """Tuning runs for step 03's forward kernel (GPU only): check every variant, then time them.
 
-Variants: pointer loads ("ptr") or tensor descriptors ("tma"), each with and without
-warp specialisation ("+ws"), over a list of (BLOCK_M, BLOCK_N, num_warps, num_stages).
+Variants (see VARIANTS) over a list of (BLOCK_M, BLOCK_N, num_warps, num_stages).
 Every variant and config is checked against a reference on the GPU before it is timed
 (batch > 1, GQA, odd lengths, non-contiguous inputs), then timed with do_bench medians
 beside SDPA's flash and cuDNN backends in the same process. Compilation is warmed in
 parallel worker processes first (Triton's disk cache), so the timing phase stays short.
 
-    python tune_forward.py --out-dir /tmp/tune [--stage 1|2|3]
+    python tune_forward.py --out-dir /tmp/tune --stage 2
 """
 import argparse
 import concurrent.futures as cf
@@ -26,7 +25,10 @@ import triton  # noqa: E402
 import triton.testing  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-VARIANTS = {"ptr": (False, False), "tma": (True, False), "ptr+ws": (False, True), "tma+ws": (True, True)}
+# Stage 1 ran at commit 519035d, when the kernel still had use_tma= and warp_specialize=
+# switches (device-side tl.make_tensor_descriptor; tl.range(warp_specialize=...)); both were
+# removed after it (results/tune1.log). Later stages compare kwargs of today's _forward.
+VARIANTS = {"ptr": {}, "lazy": {"lazy_rescale": True}}
 B, H = 4, 32
 
 
@@ -42,18 +44,18 @@ def plan(stage):
     """(variant, config, D, causal, dtype) tuples to time, and the lengths."""
     dt = "float16"
     if stage == 1:
-        # warp_specialize=True is left out: on sm_90 with Triton 3.6 it compiles to the very
-        # same PTX as without (checked offline with triton.compile for cuda:90), and fails to
-        # compile with num_warps=4.
-        cfgs = {64: [(64, 64, 4, 3), (128, 64, 4, 3), (128, 64, 4, 4), (128, 64, 8, 3),
-                     (128, 128, 8, 3), (128, 128, 4, 3), (128, 32, 4, 3), (128, 128, 8, 2)],
-                128: [(128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 3), (128, 128, 8, 2),
-                      (64, 64, 4, 3), (128, 32, 4, 3), (128, 64, 8, 4), (128, 64, 8, 2)]}
+        raise SystemExit("stage 1 needs commit 519035d (TMA / warp-specialize variants)")
+    if stage == 2:
+        cfgs = {64: [(128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (256, 64, 16, 3),
+                     (128, 128, 4, 3), (128, 64, 8, 2)],
+                128: [(128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 8, 4),
+                      (256, 64, 16, 3), (256, 128, 16, 2)]}
         jobs = []
         for d in (64, 128):
             for causal in (False, True):
-                for var in ("ptr", "tma"):
+                for var in ("ptr", "lazy"):
                     jobs += [(var, c, d, causal, dt) for c in cfgs[d]]
+                    jobs += [(var, c, d, causal, "bfloat16") for c in ((128, 64, 8, 3), (128, 128, 8, 3))]
         return jobs, (1024, 4096, 16384)
     raise SystemExit(f"unknown stage {stage}")
 
@@ -71,11 +73,10 @@ def warm(job):
     """Worker: compile one (variant, config) on the timing shape, so Triton's disk cache has it."""
     fa = load_fa()
     var, cfg, d, causal, dtype = job
-    tma, ws = VARIANTS[var]
     t0 = time.time()
     try:
         q, k, v = make_inputs(d, 1024, dtype)
-        fa._forward(q, k, v, causal=causal, config=cfg, use_tma=tma, warp_specialize=ws)
+        fa._forward(q, k, v, causal=causal, config=cfg, **VARIANTS[var])
         torch.cuda.synchronize()
         return job, "ok", time.time() - t0
     except Exception as exc:
@@ -85,7 +86,6 @@ def warm(job):
 
 def feature_checks(fa, var, log):
     """Feature shapes for one variant, default config per shape: returns True if all pass."""
-    tma, ws = VARIANTS[var]
     cases = [  # (B, H, Hkv, Nq, Nk, D, causal, dtype, noncontig)
         (2, 4, 4, 1025, 1025, 64, True, torch.float16, False),
         (3, 4, 4, 333, 257, 128, False, torch.bfloat16, False),
@@ -96,7 +96,8 @@ def feature_checks(fa, var, log):
         (2, 3, 3, 1000, 1000, 96, True, torch.float16, False),
         (2, 2, 2, 257, 513, 40, False, torch.bfloat16, False),
         (2, 2, 2, 400, 400, 256, True, torch.float16, False),
-        (1, 2, 2, 97, 97, 111, True, torch.float16, False),  # TMA cannot (222-byte rows): ptr
+        (1, 2, 2, 97, 97, 111, True, torch.float16, False),
+        (2, 4, 4, 1025, 1025, 64, False, torch.float16, False),
     ]
     ok_all = True
     if DRY:
@@ -107,19 +108,17 @@ def feature_checks(fa, var, log):
                        for n, hh in ((nq, h), (nk, hkv), (nk, hkv)))
         else:
             q, k, v = shared.make_qkv(b, h, nq, d, n_k=nk, kv_heads=hkv, dtype=dtype, device=shared.DEVICE)
-        use_tma = tma and fa.tma_supported(q, k, v, torch.empty_like(q))
         cfg = fa.default_config(d, nq, dtype)
 
         def fn(q, k, v, causal=False, scale=None):
-            return fa._forward(q, k, v, causal=causal, scale=scale, config=cfg, use_tma=use_tma,
-                               warp_specialize=ws)[0]
+            return fa._forward(q, k, v, causal=causal, scale=scale, config=cfg, **VARIANTS[var])[0]
         try:
             res = shared.test_correctness(fn, q, k, v, causal=causal)
             ok, text = res.passed, str(res).splitlines()[0]
         except Exception as exc:
             ok, text = False, f"ERROR {type(exc).__name__}: {str(exc)[:200]}"
         ok_all &= ok
-        log(f"  check {var:<7} tma={use_tma!s:<5} B={b} H={h} Hkv={hkv} Nq={nq} Nk={nk} D={d} "
+        log(f"  check {var:<7} B={b} H={h} Hkv={hkv} Nq={nq} Nk={nk} D={d} "
             f"causal={causal!s:<5} {str(dtype)[6:]:<8} nc={noncontig!s:<5} {text}")
     return ok_all
 
@@ -127,7 +126,7 @@ def feature_checks(fa, var, log):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out-dir", type=Path, required=True)
-    parser.add_argument("--stage", type=int, default=1)
+    parser.add_argument("--stage", type=int, default=2)
     parser.add_argument("--workers", type=int, default=12)
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +168,7 @@ def main():
         f"{sum(s == 'ok' for s in status.values())} ok")
 
     # 2. feature checks per variant (default configs)
-    for var in ("ptr", "tma"):
+    for var in VARIANTS:
         try:
             result["checks"][var] = feature_checks(fa, var, log)
         except Exception:
@@ -190,8 +189,7 @@ def main():
             refs[key] = (q, k, v, shared.reference_attention(q, k, v, causal=causal,
                                                              compute_dtype=torch.float32))
         q, k, v, ref = refs[key]
-        tma, ws = VARIANTS[var]
-        out = fa._forward(q, k, v, causal=causal, config=cfg, use_tma=tma, warp_specialize=ws)[0]
+        out = fa._forward(q, k, v, causal=causal, config=cfg, **VARIANTS[var])[0]
         err = (out.float() - ref).abs().max().item()
         ok = err < 2e-2
         result["config_checks"].append({"job": list(job), "max_abs_err": err, "ok": ok})
@@ -224,10 +222,8 @@ def main():
                 var, cfg, jd, jc, jdt = job
                 if (jd, jc, jdt) != (d, causal, dtype):
                     continue
-                tma, ws = VARIANTS[var]
                 ms = triton.testing.do_bench(
-                    lambda: fa._forward(q, k, v, causal=causal, config=cfg, use_tma=tma,
-                                        warp_specialize=ws), warmup=25, rep=100, return_mode="median")
+                    lambda: fa._forward(q, k, v, causal=causal, config=cfg, **VARIANTS[var]), warmup=25, rep=100, return_mode="median")
                 tf = flops / ms / 1e9
                 result["rows"].append({"variant": var, "config": list(cfg), "d": d, "causal": causal,
                                        "dtype": dtype, "n": n, "ms": ms, "tflops": tf,
