@@ -41,9 +41,9 @@ HERE = Path(__file__).resolve().parent
 # Step 01 walked the keys one at a time: per key, one `tl.load` of D elements
 # of K, one dot product, one softmax update, one `tl.load` of D elements of V.
 # With D = 64 in fp16 that is 128 bytes per load, spread over a single warp:
-# each thread moves 4 bytes, and the next load waits for the loop around it.
-# Thousands of tiny dependent steps per program; the GPU spends its time
-# waiting on latency, not moving bytes.
+# each thread moves about 4 bytes per load, and there are 2 * Nk such loads in
+# a loop of Nk small steps per program. The GPU spends its time issuing tiny
+# requests and waiting on their latency, not moving bytes.
 #
 # Step 02 keeps the grid and the maths, and widens the step. Per block of
 # BLOCK_N keys:
@@ -79,8 +79,11 @@ HERE = Path(__file__).resolve().parent
 # Register budget for one K (or V) tile. At NUM_WARPS = 4 (128 threads), 8192
 # elements is 64 per thread: 64 fp32 registers once converted for the maths,
 # loaded as 8 x 16-byte vectors of fp16. The K tile, the V tile and their
-# products are live around the same time, so this keeps a program near 150
-# registers and out of local-memory spills; 16384 would not fit.
+# products can be live around the same time, and a thread has at most 255
+# registers, so 8192 leaves room; twice that would be 128 per tile per thread
+# and risk spilling to local memory. This is reasoning, not a measurement:
+# the benchmark prints the compiled kernel's registers and spills
+# (`kernel_resources`) to check it.
 TILE_ELEMENTS = 8192
 # Four warps: enough threads that a full tile is 64 elements per thread, and
 # enough independent loads in flight per program to hide latency. One warp (as
@@ -88,15 +91,15 @@ TILE_ELEMENTS = 8192
 # halve the work per thread but make the reductions over the key axis cross
 # more warps through shared memory.
 NUM_WARPS = 4
-MIN_BLOCK_N = 16  # below this a tile is mostly masked lanes of a tiny head dim
-MAX_BLOCK_N = 128  # above this short and causal rows waste too many masked keys
+MIN_BLOCK_N = 16  # a floor; it never binds for D <= 256 (8192 / 256 = 32)
+MAX_BLOCK_N = 128  # small head dims stop here: bigger blocks waste masked keys on short and causal rows
 
 
 def block_n_for(head_dim):
     """Keys per block for a head dim: the largest power of two with BLOCK_N * BLOCK_D <= 8192.
 
     BLOCK_D is the head dim rounded up to a power of two; BLOCK_N is kept
-    between 16 and 128. D = 16..64 -> 128, D = 65..128 -> 64, D = 129..256 -> 32.
+    between 16 and 128. D = 1..64 -> 128, D = 65..128 -> 64, D = 129..256 -> 32.
     """
     block_d = triton.next_power_of_2(head_dim)
     return max(MIN_BLOCK_N, min(MAX_BLOCK_N, TILE_ELEMENTS // block_d))
@@ -205,7 +208,7 @@ def launch(q, k, v, out, scale, causal):
 
 
 def kernel_resources(head_dim, causal, dtype=torch.float16):
-    """Registers and spilled bytes per thread of the compiled kernel (GPU only).
+    """Registers per thread and register spills of the compiled kernel (GPU only).
 
     The check on the register budget behind ``block_n_for``: spills mean the
     tile did not fit, and the kernel pays local-memory traffic for it.
