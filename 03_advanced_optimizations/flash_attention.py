@@ -327,6 +327,8 @@ def _forward(q, k, v, causal=False, scale=None, out=None, *, config=None, lazy_r
     out = shared.check_out(out, q, v)
     batch, heads, n_q, head_dim = q.shape
     kv_heads, n_k = k.shape[1], k.shape[2]
+    if batch * heads > 65535:  # the grid's second axis (CUDA's limit for grid y)
+        raise ValueError(f"batch * heads = {batch * heads} exceeds 65535, the grid's limit")
     lse = torch.empty((batch, heads, n_q), dtype=torch.float32, device=q.device)
     if lazy_rescale is None:
         lazy_rescale = LAZY_RESCALE_DEFAULT

@@ -186,3 +186,9 @@ def test_wrong_device_raises():
 
 def test_math_helper_constants():
     assert math.isclose(step03.LOG2E * step03.LN2, 1.0, rel_tol=1e-15)
+
+
+def test_too_many_batch_heads_raises():
+    q = torch.empty(1, 1, 1, 16, dtype=F16, device=shared.DEVICE).expand(300, 300, 1, 16)
+    with pytest.raises(ValueError, match="exceeds 65535"):
+        flash_attention(q, q, q)
