@@ -195,8 +195,8 @@ def vectorized_attention(q, k, v, causal=False, scale=None, out=None):
 def launch(q, k, v, out, scale, causal):
     """Launch the kernel on checked tensors; returns what Triton returns (on a GPU, the compiled kernel)."""
     batch, heads, n_q, head_dim = q.shape
-shared.check_grid_rows(batch, heads)
-        grid = (n_q, batch * heads)  # one program per query row, per (batch, head), as in step 01
+    shared.check_grid_rows(batch, heads)
+    grid = (n_q, batch * heads)  # one program per query row, per (batch, head), as in step 01
     return vectorized_attention_kernel[grid](
         q, k, v, out,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
