@@ -166,6 +166,54 @@ def attention_tile_loop(
 
 
 @triton.jit
+def attention_full_tiles_pipelined(
+    acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
+    start, end,  # key range of full tiles, multiples of BLOCK_N
+    qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    NEG_SCALE: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """The unmasked loop, software-pipelined by hand: S for tile j+1 is issued on the tensor
+    cores before the softmax of tile j runs, so that (if the compiler keeps the wgmma
+    asynchronous) the exp2 work of one tile overlaps the matrix product of the next."""
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_mask = offs_d[None, :] < HEAD_DIM
+    if start < end:
+        k = tl.load(k_base + (start + offs_n)[:, None] * stride_kn + offs_d[None, :] * stride_kd,
+                    mask=d_mask, other=0.0)
+        if UPCAST_DOT:
+            k = k.to(tl.float32)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+        for start_n in range(start, end, BLOCK_N):
+            start_n = tl.multiple_of(start_n, BLOCK_N)
+            # issue the next tile's product first (the last iteration recomputes its own
+            # tile instead of reading past the range; its result is unused)
+            next_n = tl.minimum(start_n + BLOCK_N, end - BLOCK_N)
+            k_next = tl.load(k_base + (next_n + offs_n)[:, None] * stride_kn
+                             + offs_d[None, :] * stride_kd, mask=d_mask, other=0.0)
+            if UPCAST_DOT:
+                k_next = k_next.to(tl.float32)
+            qk_next = tl.dot(q, tl.trans(k_next), input_precision=DOT_PRECISION)
+            if NEG_SCALE:
+                m_new = tl.maximum(m_i, tl.min(qk, 1) * qk_scale)
+            else:
+                m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+            p = tl.math.exp2(qk * qk_scale - m_new[:, None])
+            alpha = tl.math.exp2(m_i - m_new)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None]
+            v = tl.load(v_base + (start_n + offs_n)[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+                        mask=d_mask, other=0.0)
+            if UPCAST_DOT:
+                v = v.to(tl.float32)
+            acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
+            m_i = m_new
+            qk = qk_next
+    return acc, m_i, l_i
+
+
+@triton.jit
 def flash_attention_forward_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr,  # (B, H, Nq, D) queries, (B, Hkv, Nk, D) keys/values, output like q
     lse_ptr,  # (B, H, Nq) fp32, contiguous: natural-log logsumexp of each row's scaled scores
@@ -183,6 +231,7 @@ def flash_attention_forward_kernel(
     CAUSAL: tl.constexpr,
     NEG_SCALE: tl.constexpr,
     LAZY_RESCALE: tl.constexpr,
+    PIPELINE_QK: tl.constexpr,  # full tiles through attention_full_tiles_pipelined
     UPCAST_DOT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,  # query rows per program
@@ -229,10 +278,16 @@ def flash_attention_forward_kernel(
     else:
         full_end = full_tiles_end
         masked_end = n_k
-    acc, m_i, l_i = attention_tile_loop(
-        acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-        0, full_end, offs_m, n_k, qk_scale,
-        False, CAUSAL, HEAD_DIM, BLOCK_D, BLOCK_N, NEG_SCALE, LAZY_RESCALE, UPCAST_DOT, DOT_PRECISION)
+    if PIPELINE_QK:
+        acc, m_i, l_i = attention_full_tiles_pipelined(
+            acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
+            0, full_end, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, NEG_SCALE, UPCAST_DOT, DOT_PRECISION)
+    else:
+        acc, m_i, l_i = attention_tile_loop(
+            acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
+            0, full_end, offs_m, n_k, qk_scale,
+            False, CAUSAL, HEAD_DIM, BLOCK_D, BLOCK_N, NEG_SCALE, LAZY_RESCALE, UPCAST_DOT,
+            DOT_PRECISION)
     acc, m_i, l_i = attention_tile_loop(
         acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
         full_end, masked_end, offs_m, n_k, qk_scale,
@@ -304,7 +359,7 @@ _ALL_CANDIDATES = sorted({c for d in (16, 64, 128, 256) for n in (16, 64, 1024)
                           for dt in (torch.float16, torch.float32) for c in candidate_configs(d, n, dt)})
 flash_attention_forward_kernel_tuned = triton.autotune(
     configs=_as_triton_configs(_ALL_CANDIDATES),
-    key=["HEAD_DIM", "CAUSAL", "N_Q_BUCKET", "N_K_BUCKET", "LAZY_RESCALE"],  # + dtypes, always
+    key=["HEAD_DIM", "CAUSAL", "N_Q_BUCKET", "N_K_BUCKET", "LAZY_RESCALE", "PIPELINE_QK"],  # + dtypes, always
     prune_configs_by={"early_config_prune": _prune},
 )(flash_attention_forward_kernel)
 AUTOTUNE_MIN_WORK = 1024 * 1024  # Nq * Nk below this: launch-bound, the default config is fine
@@ -312,13 +367,16 @@ AUTOTUNE_MIN_WORK = 1024 * 1024  # Nq * Nk below this: launch-bound, the default
 
 # ----------------------------------------------------------------------------- launcher
 LAZY_RESCALE_DEFAULT = False  # set from the measurements: see the README and results/
+PIPELINE_QK_DEFAULT = False
 
 
-def _forward(q, k, v, causal=False, scale=None, out=None, *, config=None, lazy_rescale=None):
+def _forward(q, k, v, causal=False, scale=None, out=None, *, config=None, lazy_rescale=None,
+             pipeline_qk=None):
     """Validate, pick a config, launch. Returns (o, lse).
 
     ``config``: (BLOCK_M, BLOCK_N, num_warps, num_stages) to bypass the autotuner (tuning
-    scripts, tests); ``lazy_rescale``: force that variant on or off (None = default).
+    scripts, tests); ``lazy_rescale``, ``pipeline_qk``: force those variants on or off
+    (None = the defaults chosen from measurements).
     """
     scale = shared.check_attention_inputs(q, k, v, scale, allow_gqa=True, min_head_dim=16,
                                           max_head_dim=256)
@@ -332,6 +390,8 @@ def _forward(q, k, v, causal=False, scale=None, out=None, *, config=None, lazy_r
     lse = torch.empty((batch, heads, n_q), dtype=torch.float32, device=q.device)
     if lazy_rescale is None:
         lazy_rescale = LAZY_RESCALE_DEFAULT
+    if pipeline_qk is None:
+        pipeline_qk = PIPELINE_QK_DEFAULT
 
     # The interpreter computes bf16 tl.dot wrongly (a Triton bug, both 3.6 and 3.8): there,
     # and only there, bf16 tiles are widened to fp32 before each tl.dot. The GPU path never is.
@@ -343,7 +403,8 @@ def _forward(q, k, v, causal=False, scale=None, out=None, *, config=None, lazy_r
     args = (q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
             heads, heads // kv_heads, n_q, n_k, scale * LOG2E, _bucket(n_q), _bucket(n_k))
     meta = dict(HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim), CAUSAL=causal,
-                NEG_SCALE=scale < 0, LAZY_RESCALE=bool(lazy_rescale), UPCAST_DOT=upcast,
+                NEG_SCALE=scale < 0, LAZY_RESCALE=bool(lazy_rescale), PIPELINE_QK=bool(pipeline_qk),
+                UPCAST_DOT=upcast,
                 DOT_PRECISION=precision)
 
     if config is None and (shared.INTERPRETER or n_q * n_k < AUTOTUNE_MIN_WORK):

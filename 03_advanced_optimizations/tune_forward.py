@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 # Stage 1 ran at commit 519035d, when the kernel still had use_tma= and warp_specialize=
 # switches (device-side tl.make_tensor_descriptor; tl.range(warp_specialize=...)); both were
 # removed after it (results/tune1.log). Later stages compare kwargs of today's _forward.
-VARIANTS = {"ptr": {}, "lazy": {"lazy_rescale": True}}
+VARIANTS = {"ptr": {}, "lazy": {"lazy_rescale": True}, "pipe": {"pipeline_qk": True}}
 B, H = 4, 32
 
 
@@ -56,6 +56,7 @@ def plan(stage):
                 for var in ("ptr", "lazy"):
                     jobs += [(var, c, d, causal, dt) for c in cfgs[d]]
                     jobs += [(var, c, d, causal, "bfloat16") for c in ((128, 64, 8, 3), (128, 128, 8, 3))]
+                jobs += [("pipe", c, d, causal, dt) for c in cfgs[d][:3]]
         return jobs, (1024, 4096, 16384)
     raise SystemExit(f"unknown stage {stage}")
 
