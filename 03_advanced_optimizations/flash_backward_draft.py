@@ -459,30 +459,51 @@ def reference_forward(q, k, v, causal=False, scale=None):
     """(o, lse) from the float64 reference, o cast back to q's dtype: a forward for tests.
 
     Lets the backward be tested on its own, against an exact o and lse, before
-    (or without) the Triton forward.
+    (or without) the Triton forward. Works through the heads a few at a time so
+    that long sequences fit in memory (it is slow, not meant for training).
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    qd, kd, vd = (t.detach().to(torch.float64) for t in (q, k, v))
-    group = q.shape[1] // k.shape[1]
-    if group > 1:
-        kd, vd = kd.repeat_interleave(group, dim=1), vd.repeat_interleave(group, dim=1)
-    scores = (qd @ kd.transpose(-1, -2)) * scale
-    if causal:
-        n_q, n_k = scores.shape[-2:]
-        visible = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril()
-        scores = scores.masked_fill(~visible, float("-inf"))
-    lse = torch.logsumexp(scores, dim=-1)
-    o = torch.exp(scores - lse[..., None]) @ vd
-    return o.to(q.dtype), lse.to(torch.float32)
+    batch, heads, n_q, _ = q.shape
+    n_k, group = k.shape[2], q.shape[1] // k.shape[1]
+    o = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    lse = torch.empty((batch, heads, n_q), dtype=torch.float32, device=q.device)
+    step = max(1, min(heads, 2**27 // (n_q * n_k)))  # at most ~1 GiB of float64 scores at a time
+    visible = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril() if causal else None
+    for b in range(batch):
+        for h0 in range(0, heads, step):
+            heads_here = torch.arange(h0, min(h0 + step, heads), device=q.device)
+            qd = q[b, heads_here].detach().to(torch.float64)
+            kd = k[b, heads_here // group].detach().to(torch.float64)
+            vd = v[b, heads_here // group].detach().to(torch.float64)
+            scores = (qd @ kd.transpose(-1, -2)) * scale
+            if causal:
+                scores = scores.masked_fill(~visible, float("-inf"))
+            row_lse = torch.logsumexp(scores, dim=-1)
+            o[b, heads_here] = (torch.exp(scores - row_lse[..., None]) @ vd).to(q.dtype)
+            lse[b, heads_here] = row_lse.to(torch.float32)
+    return o, lse
 
 
 def _load_forward():
-    """The Triton forward of flash_attention.py if it defines one, else the stand-in."""
+    """The Triton forward of flash_attention.py if it defines one that works, else the stand-in.
+
+    "Works": it runs and matches the reference on one small awkward input. Until the
+    forward and this backward share one file, this keeps the backward usable (and
+    its tests meaningful) while the forward file is being edited.
+    """
     try:
         module = __import__("shared.steps", fromlist=["load_step"]).load_step("03")
-        return module.flash_attention_forward, "triton"
-    except (ImportError, AttributeError, FileNotFoundError, OSError, ValueError):
-        return reference_forward, "float64 reference (stand-in)"
+        forward = module.flash_attention_forward
+        q, k, v = shared.make_qkv(1, 2, 19, 40, n_k=23, kv_heads=1, dtype=torch.float16, seed=0)
+        o, lse = forward(q, k, v, causal=True)
+        o_ref, lse_ref = reference_forward(q, k, v, causal=True)
+        if (o.float() - o_ref.float()).abs().max() < 1e-2 and (lse - lse_ref).abs().max() < 1e-3:
+            return forward, "triton"
+        print("warning: flash_attention_forward does not match the reference; using the stand-in")
+    except Exception as exc:  # a half-edited forward file: any failure means "not usable yet"
+        print(f"warning: no usable flash_attention_forward ({type(exc).__name__}: {str(exc)[:100]}); "
+              "using the float64 stand-in")
+    return reference_forward, "float64 reference (stand-in)"
 
 
 _FORWARD = None
@@ -677,12 +698,20 @@ SWEEP_DQ = {
 }
 
 
-def sweep(out_dir, n=4096, head_dims=(64, 128), dtype=torch.float16):
-    """Time the backward alone (no autograd) for each candidate config of each kernel."""
+def sweep(out_dir, n=4096, head_dims=(64, 128), dtype=torch.float16, max_seconds=120):
+    """Time the backward alone (no autograd) for each candidate config of each kernel.
+
+    Stops trying new configs after ``max_seconds``. Returns the rows and, per
+    head dim, the best full config: the dK/dV choice and the dQ choice with the
+    least time summed over causal and not.
+    """
+    import time
+
     import triton.testing
 
     forward, forward_name = flash_attention_bwd_forward()
     rows = []
+    started = time.time()
     for d in head_dims:
         for causal in (False, True):
             q, k, v = shared.make_qkv(4, 32, n, d, dtype=dtype)
@@ -694,6 +723,8 @@ def sweep(out_dir, n=4096, head_dims=(64, 128), dtype=torch.float16):
             trials += [("dq", base[:4] + c, False) for c in SWEEP_DQ[d]]
             trials += [("atomic dq", base, True)]
             for kernel, config, atomic in trials:
+                if time.time() - started > max_seconds * (head_dims.index(d) * 2 + causal + 1) / (2 * len(head_dims)):
+                    continue  # this (D, causal)'s share of the time is spent
                 row = {"head_dim": d, "causal": causal, "n": n, "kernel": kernel, "config": list(config),
                        "dq_atomic": atomic, "ms": None, "tflops": None, "status": "ok"}
                 try:
@@ -708,24 +739,41 @@ def sweep(out_dir, n=4096, head_dims=(64, 128), dtype=torch.float16):
                       + (f"{row['ms']:.3f} ms {row['tflops']:.0f} TFLOP/s" if row["ms"] else row["status"]),
                       flush=True)
             del q, k, v, o, lse, do
+    best = {}
+    for d in head_dims:
+        base = flash_attention_bwd_config(d)
+        choice = list(base)
+        for kernel, part in (("dkdv", slice(0, 4)), ("dq", slice(4, 8))):
+            totals = {}
+            for r in rows:
+                if r["head_dim"] == d and r["kernel"] == kernel and r["ms"]:
+                    totals.setdefault(tuple(r["config"][part]), []).append(r["ms"])
+            complete = {c: sum(t) for c, t in totals.items() if len(t) == 2}  # timed causal and not
+            if complete:
+                choice[part] = min(complete, key=complete.get)
+        best[d] = tuple(choice)
+        print(f"  best config for D={d}: {best[d]} (was {base})")
     path = shared.save_results(out_dir / "backward_sweep.json", rows, step="03_backward_sweep",
                                command="python flash_backward_draft.py --sweep", forward=forward_name,
-                               shape=f"(4, 32, {n}, D)", dtype=str(dtype))
+                               shape=f"(4, 32, {n}, D)", dtype=str(dtype),
+                               best={str(d): list(c) for d, c in best.items()})
     print(f"wrote {path}")
-    return rows
+    return rows, best
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer shapes and sizes")
     parser.add_argument("--out-dir", type=Path, default=HERE / "results")
-    parser.add_argument("--sweep", action="store_true", help="only sweep the tile configs (GPU)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="sweep the tile configs (GPU), then benchmark with the best ones")
     parser.add_argument("--no-check", action="store_true", help="skip the gradient check")
     parser.add_argument("--flex", action="store_true", help="also time FlexAttention's backward")
     args = parser.parse_args(argv)
     if args.sweep:
-        sweep(args.out_dir)
-        return 0
+        _, best = sweep(args.out_dir)
+        BWD_CONFIGS.update(best)
+        args.no_check = True
     print(shared.describe_runtime())
     print(f"forward used for o and lse in training: {flash_attention_bwd_forward()[1]}")
     if not args.no_check and not check(args.quick):
