@@ -537,7 +537,7 @@ def benchmark_functions(include_flex=True):
 
 
 def benchmark(quick, out_dir, head_dims=(64, 128), dtypes=(torch.float16, torch.bfloat16),
-              causals=(False, True), n_max=16384, include_flex=True, tag=""):
+              causals=(False, True), n_max=16384, include_flex=True, tag="", plots=True):
     from shared.plotting import plot_all
 
     lengths = [n for n in ((1024, 4096) if quick else (1024, 2048, 4096, 8192, 16384)) if n <= n_max]
@@ -552,7 +552,7 @@ def benchmark(quick, out_dir, head_dims=(64, 128), dtypes=(torch.float16, torch.
                                ceilings=ceilings, command=" ".join(["python flash_attention.py",
                                                                     *sys.argv[1:]]))
     print(f"wrote {path}")
-    for dtype in dtypes:
+    for dtype in (dtypes if plots else ()):
         dt = str(dtype).replace("torch.", "")
         for d in head_dims:
             for causal in causals:
@@ -560,7 +560,8 @@ def benchmark(quick, out_dir, head_dims=(64, 128), dtypes=(torch.float16, torch.
                 if sel:
                     plot_tag = f"{dt}_d{d}_{'causal' if causal else 'full'}" + (f"_{tag}" if tag else "")
                     plot_all(sel, out_dir, plot_tag,
-                             f"step 03, {dt}, B=4 H=32 D={d}{' causal' if causal else ''}")
+                             f"step 03, {dt}, B=4 H=32 D={d}{' causal' if causal else ''}",
+                             baseline="sdpa flash")
     return rows
 
 
@@ -573,6 +574,8 @@ def main(argv=None):
     parser.add_argument("--causal", choices=["no", "yes", "both"], default="both")
     parser.add_argument("--n-max", type=int, default=16384, help="longest sequence to time")
     parser.add_argument("--no-flex", action="store_true", help="leave FlexAttention out (it compiles per shape)")
+    parser.add_argument("--no-plots", action="store_true",
+                        help="results JSON only (4 plots per dtype/head dim/causal otherwise)")
     parser.add_argument("--tag", default="", help="suffix for results_<tag>.json and the plots")
     parser.add_argument("--out-dir", type=Path, default=HERE / "results",
                         help="where results.json and the plots go (default: results/ beside this script)")
@@ -586,7 +589,7 @@ def main(argv=None):
         return 0
     causals = {"no": (False,), "yes": (True,), "both": (False, True)}[args.causal]
     benchmark(args.quick, args.out_dir, tuple(args.head_dim), tuple(getattr(torch, d) for d in args.dtype),
-              causals, args.n_max, not args.no_flex, args.tag)
+              causals, args.n_max, not args.no_flex, args.tag, not args.no_plots)
     return 0
 
 
