@@ -158,8 +158,11 @@ def vectorized_attention_kernel(
         keys = start + offs_n  # the key indices of this block
         n_mask = keys < end  # visible keys: False past Nk and past the diagonal
         tile_mask = n_mask[:, None] & d_mask[None, :]
-        # read BLOCK_N x D elements of K in ONE load (masked lanes read nothing)
+        # read BLOCK_N x D elements of K, and of V, in ONE load each (masked lanes
+        # read nothing). Both are issued before either is used, so the two
+        # memory round trips overlap instead of following each other.
         k = tl.load(k_tile_ptrs + start * stride_kn, mask=tile_mask, other=0.0)
+        v = tl.load(v_tile_ptrs + start * stride_vn, mask=tile_mask, other=0.0)
         # BLOCK_N dot products at once: q broadcast over the rows, summed over D
         s = tl.sum(q[None, :] * k.to(tl.float32), axis=1)
         s = tl.where(n_mask, s, float("-inf"))  # hidden keys get probability exp(-inf) = 0
@@ -167,8 +170,6 @@ def vectorized_attention_kernel(
         alpha = tl.exp(m - m_new)  # exp(-inf) = 0 on the first block
         p = tl.exp(s - m_new)  # BLOCK_N probabilities, unnormalised
         l = l * alpha + tl.sum(p, axis=0)
-        # read BLOCK_N x D elements of V in ONE load
-        v = tl.load(v_tile_ptrs + start * stride_vn, mask=tile_mask, other=0.0)
         # weighted sum of BLOCK_N value rows: p broadcast over D, summed over the keys
         acc = acc * alpha + tl.sum(p[:, None] * v.to(tl.float32), axis=0)
         m = m_new
