@@ -385,13 +385,13 @@ BWD_CONFIGS = {
     128: (64, 64, 4, 2, 64, 64, 4, 2),
     256: (16, 64, 8, 1, 64, 16, 8, 1),  # correct on the H100 (tests), not tuned
 }
-INTERPRETER_CONFIG = (16, 32, 4, 1, 32, 16, 4, 1)
+BWD_INTERPRETER_CONFIG = (16, 32, 4, 1, 32, 16, 4, 1)
 
 
 def flash_attention_bwd_config(block_d, causal=False):
     """(BLOCK_M1, BLOCK_N1, warps1, stages1, BLOCK_M2, BLOCK_N2, warps2, stages2) for a padded D."""
     if shared.INTERPRETER:
-        return INTERPRETER_CONFIG
+        return BWD_INTERPRETER_CONFIG
     return BWD_CONFIGS[block_d]
 
 
@@ -609,7 +609,7 @@ class FlashAttentionFunction(torch.autograd.Function):
 
 # ----------------------------------------------------------------------------- correctness
 # One rounding of a result to its dtype: an error no implementation can beat.
-ROUNDING = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8, torch.float32: 2.0**-24}
+BWD_ROUNDING = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8, torch.float32: 2.0**-24}
 
 
 def gradient_errors(q, k, v, causal=False, scale=None, do=None, forward=reference_forward):
@@ -639,12 +639,12 @@ def gradient_errors(q, k, v, causal=False, scale=None, do=None, forward=referenc
     for got, ref, e in zip(ours, torch_same, exact):
         err_ours = (got.to(torch.float64) - e).abs().max().item()
         err_torch = (ref.to(torch.float64) - e).abs().max().item()
-        bound = 2 * err_torch + ROUNDING[q.dtype] * e.abs().max().item() + 1e-5
+        bound = 2 * err_torch + BWD_ROUNDING[q.dtype] * e.abs().max().item() + 1e-5
         result.append({"ours": err_ours, "torch": err_torch, "bound": bound, "ok": err_ours <= bound})
     return result
 
 
-def check(quick):
+def check_backward(quick):
     shapes = [  # (B, H, Hkv, Nq, Nk, D, causal): awkward lengths one side at a time, GQA, MQA
         (1, 2, 2, 1, 17, 16, False),
         (1, 2, 1, 17, 1, 40, True),
@@ -672,7 +672,7 @@ def check(quick):
 
 
 # ----------------------------------------------------------------------------- benchmark
-def benchmark(quick, out_dir, flex=False):
+def benchmark_backward(quick, out_dir, flex=False):
     lengths = (1024, 4096) if quick else (1024, 2048, 4096, 8192)
     shapes = [(4, 32, n, d) for d in (64, 128) for n in lengths]
     fns = {"03 flash": flash_attention_trainable,
@@ -691,13 +691,13 @@ def benchmark(quick, out_dir, flex=False):
 
 # (BLOCK_M1, BLOCK_N1, warps1, stages1) of the dK/dV kernel and (BLOCK_M2,
 # BLOCK_N2, warps2, stages2) of the dQ kernel, tried one kernel at a time.
-SWEEP_DKDV = {
+BWD_SWEEP_DKDV = {
     64: [(32, 128, 4, 3), (32, 128, 4, 4), (32, 128, 4, 5), (32, 128, 8, 3), (64, 128, 4, 3),
          (64, 128, 8, 3), (32, 64, 4, 3), (64, 64, 4, 3), (16, 128, 4, 3), (16, 64, 4, 3)],
     128: [(32, 128, 8, 2), (32, 128, 4, 2), (32, 128, 8, 3), (64, 128, 8, 2), (64, 128, 8, 3),
           (32, 64, 4, 2), (32, 64, 4, 3), (64, 64, 4, 2), (16, 128, 8, 2), (16, 64, 4, 3)],
 }
-SWEEP_DQ = {
+BWD_SWEEP_DQ = {
     64: [(128, 32, 4, 3), (128, 32, 4, 4), (128, 32, 8, 3), (128, 64, 8, 3), (128, 64, 4, 3),
          (64, 32, 4, 3), (64, 64, 4, 3), (128, 16, 4, 3)],
     128: [(128, 32, 8, 2), (128, 32, 4, 2), (128, 32, 8, 3), (128, 64, 8, 2), (64, 32, 4, 3),
@@ -705,7 +705,7 @@ SWEEP_DQ = {
 }
 
 
-def sweep(out_dir, n=4096, head_dims=(64, 128), dtype=torch.float16, max_seconds=120):
+def sweep_backward(out_dir, n=4096, head_dims=(64, 128), dtype=torch.float16, max_seconds=120):
     """Time the backward alone (no autograd) for each candidate config of each kernel.
 
     Stops trying new configs after ``max_seconds``. Returns the rows and, per
@@ -726,8 +726,8 @@ def sweep(out_dir, n=4096, head_dims=(64, 128), dtype=torch.float16, max_seconds
             do = torch.randn_like(o)
             flops = shared.attention_flops(4, 32, n, n, d, causal, "bwd")
             base = flash_attention_bwd_config(d)
-            trials = [("dkdv", c + base[4:], False) for c in SWEEP_DKDV[d]]
-            trials += [("dq", base[:4] + c, False) for c in SWEEP_DQ[d]]
+            trials = [("dkdv", c + base[4:], False) for c in BWD_SWEEP_DKDV[d]]
+            trials += [("dq", base[:4] + c, False) for c in BWD_SWEEP_DQ[d]]
             trials += [("atomic dq", base, True)]
             for kernel, config, atomic in trials:
                 if time.time() - started > max_seconds * (head_dims.index(d) * 2 + causal + 1) / (2 * len(head_dims)):
@@ -778,18 +778,18 @@ def main(argv=None):
     parser.add_argument("--flex", action="store_true", help="also time FlexAttention's backward")
     args = parser.parse_args(argv)
     if args.sweep:
-        _, best = sweep(args.out_dir)
+        _, best = sweep_backward(args.out_dir)
         BWD_CONFIGS.update(best)
         args.no_check = True
     print(shared.describe_runtime())
     print(f"forward used for o and lse in training: {flash_attention_bwd_forward()[1]}")
-    if not args.no_check and not check(args.quick):
+    if not args.no_check and not check_backward(args.quick):
         print("FAILED: the backward does not match the reference; not benchmarking.")
         return 1
     if shared.INTERPRETER:
         print("Skipping the benchmark: there is no GPU to time on.")
         return 0
-    benchmark(args.quick, args.out_dir, flex=args.flex)
+    benchmark_backward(args.quick, args.out_dir, flex=args.flex)
     return 0
 
 
