@@ -420,7 +420,13 @@ def flash_attention_backward(do, q, k, v, o, lse, causal=False, scale=None, conf
     block_d = max(16, triton.next_power_of_2(head_dim))
     block_m1, block_n1, warps1, stages1, block_m2, block_n2, warps2, stages2 = (
         config or flash_attention_bwd_config(block_d, causal))
-    assert block_n1 % block_m1 == 0 and block_m2 % block_n2 == 0, "causal tiles must nest"
+    if block_n1 % block_m1 or block_m2 % block_n2:
+        raise ValueError(f"config {config}: BLOCK_N1 must be a multiple of BLOCK_M1 and BLOCK_M2 of "
+                         "BLOCK_N2 (the causal diagonal must fall on tile boundaries)")
+    if batch * heads > 65535:  # the grid's second dimension
+        raise ValueError(f"batch * heads = {batch * heads} is more than 65535 programs can cover")
+    if max(t.numel() for t in (q, k, v, o, do)) >= 2**31:
+        raise ValueError("tensors of 2^31 elements or more are not supported (32-bit offsets)")
 
     # The interpreter computes tl.dot on bfloat16 operands wrongly (a Triton bug,
     # 3.6 and 3.8): there, and only there, bf16 operands are upcast to fp32.
