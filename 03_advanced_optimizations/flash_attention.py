@@ -89,7 +89,6 @@ def attention_tile_loop(
     CAUSAL: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
     NEG_SCALE: tl.constexpr,  # scale < 0: the row max of S is the row min of Q K^T
-    LAZY_RESCALE: tl.constexpr,  # skip the rescaling while no row max grew by more than 2^8
     UPCAST_DOT: tl.constexpr,  # interpreter + bf16 only: tl.dot in fp32 (see launcher)
     DOT_PRECISION: tl.constexpr,  # "ieee" (fp32 inputs) or "tf32"; ignored for fp16/bf16
 ):
@@ -131,25 +130,11 @@ def attention_tile_loop(
                 m_new = tl.maximum(m_i, tl.min(qk, 1) * qk_scale)
             else:
                 m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-            if LAZY_RESCALE:
-                # Rescale only when some row's max grew by more than 8 (log2 units, a factor
-                # 256); otherwise keep the stale max: p = exp2(s - m_i) <= 2^8 is still safe
-                # in fp16/bf16 and the result is the same, since l and lse use the same m_i.
-                # Saves BLOCK_M x D multiplies and BLOCK_M exp2 on most tiles, for one
-                # block-wide max.
-                if tl.max(m_new - m_i, 0) > 8.0:
-                    alpha = tl.math.exp2(m_i - m_new)
-                    l_i = l_i * alpha
-                    acc = acc * alpha[:, None]
-                    m_i = m_new
-                p = tl.math.exp2(qk * qk_scale - m_i[:, None])
-                l_i = l_i + tl.sum(p, 1)
-            else:
-                p = tl.math.exp2(qk * qk_scale - m_new[:, None])
-                alpha = tl.math.exp2(m_i - m_new)  # how much the old state shrinks
-                l_i = l_i * alpha + tl.sum(p, 1)
-                acc = acc * alpha[:, None]
-                m_i = m_new
+            p = tl.math.exp2(qk * qk_scale - m_new[:, None])
+            alpha = tl.math.exp2(m_i - m_new)  # how much the old state shrinks
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None]
+            m_i = m_new
         # ---- acc += P V -------------------------------------------------- read BLOCK_N x D of V
         v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd
         if MASKED:
@@ -162,54 +147,6 @@ def attention_tile_loop(
             v = v.to(tl.float32)
         # P is rounded to the input type (fp16/bf16) so the second product runs on tensor cores.
         acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
-    return acc, m_i, l_i
-
-
-@triton.jit
-def attention_full_tiles_pipelined(
-    acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-    start, end,  # key range of full tiles, multiples of BLOCK_N
-    qk_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-    NEG_SCALE: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
-):
-    """The unmasked loop, software-pipelined by hand: S for tile j+1 is issued on the tensor
-    cores before the softmax of tile j runs, so that (if the compiler keeps the wgmma
-    asynchronous) the exp2 work of one tile overlaps the matrix product of the next."""
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    d_mask = offs_d[None, :] < HEAD_DIM
-    if start < end:
-        k = tl.load(k_base + (start + offs_n)[:, None] * stride_kn + offs_d[None, :] * stride_kd,
-                    mask=d_mask, other=0.0)
-        if UPCAST_DOT:
-            k = k.to(tl.float32)
-        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
-        for start_n in range(start, end, BLOCK_N):
-            start_n = tl.multiple_of(start_n, BLOCK_N)
-            # issue the next tile's product first (the last iteration recomputes its own
-            # tile instead of reading past the range; its result is unused)
-            next_n = tl.minimum(start_n + BLOCK_N, end - BLOCK_N)
-            k_next = tl.load(k_base + (next_n + offs_n)[:, None] * stride_kn
-                             + offs_d[None, :] * stride_kd, mask=d_mask, other=0.0)
-            if UPCAST_DOT:
-                k_next = k_next.to(tl.float32)
-            qk_next = tl.dot(q, tl.trans(k_next), input_precision=DOT_PRECISION)
-            if NEG_SCALE:
-                m_new = tl.maximum(m_i, tl.min(qk, 1) * qk_scale)
-            else:
-                m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-            p = tl.math.exp2(qk * qk_scale - m_new[:, None])
-            alpha = tl.math.exp2(m_i - m_new)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None]
-            v = tl.load(v_base + (start_n + offs_n)[:, None] * stride_vn + offs_d[None, :] * stride_vd,
-                        mask=d_mask, other=0.0)
-            if UPCAST_DOT:
-                v = v.to(tl.float32)
-            acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
-            m_i = m_new
-            qk = qk_next
     return acc, m_i, l_i
 
 
@@ -230,8 +167,6 @@ def flash_attention_forward_kernel(
     BLOCK_D: tl.constexpr,  # D rounded up to a power of two (tl.arange and tl.dot need it)
     CAUSAL: tl.constexpr,
     NEG_SCALE: tl.constexpr,
-    LAZY_RESCALE: tl.constexpr,
-    PIPELINE_QK: tl.constexpr,  # full tiles through attention_full_tiles_pipelined
     UPCAST_DOT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,  # query rows per program
@@ -278,20 +213,14 @@ def flash_attention_forward_kernel(
     else:
         full_end = full_tiles_end
         masked_end = n_k
-    if PIPELINE_QK:
-        acc, m_i, l_i = attention_full_tiles_pipelined(
-            acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-            0, full_end, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, NEG_SCALE, UPCAST_DOT, DOT_PRECISION)
-    else:
-        acc, m_i, l_i = attention_tile_loop(
-            acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-            0, full_end, offs_m, n_k, qk_scale,
-            False, CAUSAL, HEAD_DIM, BLOCK_D, BLOCK_N, NEG_SCALE, LAZY_RESCALE, UPCAST_DOT,
-            DOT_PRECISION)
-    acc, m_i, l_i = attention_tile_loop(
+    acc, m_i, l_i = attention_tile_loop(  # the bulk of the work: full tiles, no masks
+        acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
+        0, full_end, offs_m, n_k, qk_scale,
+        False, CAUSAL, HEAD_DIM, BLOCK_D, BLOCK_N, NEG_SCALE, UPCAST_DOT, DOT_PRECISION)
+    acc, m_i, l_i = attention_tile_loop(  # one or two tiles: the diagonal / the ragged end
         acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
         full_end, masked_end, offs_m, n_k, qk_scale,
-        True, CAUSAL, HEAD_DIM, BLOCK_D, BLOCK_N, NEG_SCALE, LAZY_RESCALE, UPCAST_DOT, DOT_PRECISION)
+        True, CAUSAL, HEAD_DIM, BLOCK_D, BLOCK_N, NEG_SCALE, UPCAST_DOT, DOT_PRECISION)
     # Every row sees at least key 0 (j = 0 <= i), so l_i >= 1 and m_i is finite.
 
     # ---- epilogue: normalise, write O and the logsumexp -------------- write BLOCK_M x D + BLOCK_M
@@ -310,6 +239,22 @@ def flash_attention_forward_kernel(
 # helps D=128 at long lengths; 64x64 with 4 warps wins short D=128 problems (more programs).
 # The autotuner picks among a few such candidates per (head dim, causal, dtype, length
 # bucket), once per process, and only for problems big enough for it to matter.
+#
+# What did not help (measured on the H100 in the same runs, beside SDPA; notes/gpu_log.md,
+# results/tune1.log and tune2.log; the code of each is in the git history):
+#   * Tensor descriptors (TMA, device-side tl.make_tensor_descriptor, one (N, D) descriptor
+#     per (batch, head)): correct, batch > 1 included, but slower than plain pointer loads
+#     (which Triton already turns into cp.async pipelines) in 10 of 12 shapes, e.g. D=128
+#     N=16384: 456 vs 494 TFLOP/s.
+#   * warp_specialize=True in tl.range: with Triton 3.6 on sm_90 it compiled to the very same
+#     PTX as without (and failed to compile with 4 warps), so there was nothing to measure.
+#   * "Lazy" rescaling (skip acc *= alpha unless a row max grew by > 2^8): needs a
+#     block-wide max per tile; 5-20% slower.
+#   * Hand-pipelining S = Q K^T of tile j+1 before the softmax of tile j: Triton still waits
+#     for each wgmma at once (wait_group 0), so nothing overlaps and the extra registers cost
+#     5-25%.
+#   * 256-row tiles with 16 warps: within noise of 128 x 64 at best, 10x slower with
+#     BLOCK_N=128 (register spills).
 def _bucket(n):
     """Lengths rounded up to a power of two (at least 16): the autotuner's key."""
     return max(16, triton.next_power_of_2(int(n)))
@@ -359,24 +304,18 @@ _ALL_CANDIDATES = sorted({c for d in (16, 64, 128, 256) for n in (16, 64, 1024)
                           for dt in (torch.float16, torch.float32) for c in candidate_configs(d, n, dt)})
 flash_attention_forward_kernel_tuned = triton.autotune(
     configs=_as_triton_configs(_ALL_CANDIDATES),
-    key=["HEAD_DIM", "CAUSAL", "N_Q_BUCKET", "N_K_BUCKET", "LAZY_RESCALE", "PIPELINE_QK"],  # + dtypes, always
+    key=["HEAD_DIM", "CAUSAL", "N_Q_BUCKET", "N_K_BUCKET"],  # + dtypes, always
     prune_configs_by={"early_config_prune": _prune},
 )(flash_attention_forward_kernel)
 AUTOTUNE_MIN_WORK = 1024 * 1024  # Nq * Nk below this: launch-bound, the default config is fine
 
 
 # ----------------------------------------------------------------------------- launcher
-LAZY_RESCALE_DEFAULT = False  # set from the measurements: see the README and results/
-PIPELINE_QK_DEFAULT = False
-
-
-def _forward(q, k, v, causal=False, scale=None, out=None, *, config=None, lazy_rescale=None,
-             pipeline_qk=None):
+def _forward(q, k, v, causal=False, scale=None, out=None, *, config=None):
     """Validate, pick a config, launch. Returns (o, lse).
 
     ``config``: (BLOCK_M, BLOCK_N, num_warps, num_stages) to bypass the autotuner (tuning
-    scripts, tests); ``lazy_rescale``, ``pipeline_qk``: force those variants on or off
-    (None = the defaults chosen from measurements).
+    scripts, tests, the backward pass's recomputation if it wants a fixed tiling).
     """
     scale = shared.check_attention_inputs(q, k, v, scale, allow_gqa=True, min_head_dim=16,
                                           max_head_dim=256)
@@ -388,10 +327,6 @@ def _forward(q, k, v, causal=False, scale=None, out=None, *, config=None, lazy_r
     if batch * heads > 65535:  # the grid's second axis (CUDA's limit for grid y)
         raise ValueError(f"batch * heads = {batch * heads} exceeds 65535, the grid's limit")
     lse = torch.empty((batch, heads, n_q), dtype=torch.float32, device=q.device)
-    if lazy_rescale is None:
-        lazy_rescale = LAZY_RESCALE_DEFAULT
-    if pipeline_qk is None:
-        pipeline_qk = PIPELINE_QK_DEFAULT
 
     # The interpreter computes bf16 tl.dot wrongly (a Triton bug, both 3.6 and 3.8): there,
     # and only there, bf16 tiles are widened to fp32 before each tl.dot. The GPU path never is.
@@ -403,8 +338,7 @@ def _forward(q, k, v, causal=False, scale=None, out=None, *, config=None, lazy_r
     args = (q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
             heads, heads // kv_heads, n_q, n_k, scale * LOG2E, _bucket(n_q), _bucket(n_k))
     meta = dict(HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim), CAUSAL=causal,
-                NEG_SCALE=scale < 0, LAZY_RESCALE=bool(lazy_rescale), PIPELINE_QK=bool(pipeline_qk),
-                UPCAST_DOT=upcast,
+                NEG_SCALE=scale < 0, UPCAST_DOT=upcast,
                 DOT_PRECISION=precision)
 
     if config is None and (shared.INTERPRETER or n_q * n_k < AUTOTUNE_MIN_WORK):

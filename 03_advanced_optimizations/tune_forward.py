@@ -26,9 +26,10 @@ import triton.testing  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 # Stage 1 ran at commit 519035d, when the kernel still had use_tma= and warp_specialize=
-# switches (device-side tl.make_tensor_descriptor; tl.range(warp_specialize=...)); both were
-# removed after it (results/tune1.log). Later stages compare kwargs of today's _forward.
-VARIANTS = {"ptr": {}, "lazy": {"lazy_rescale": True}, "pipe": {"pipeline_qk": True}}
+# switches (device-side tl.make_tensor_descriptor; tl.range(warp_specialize=...)); stage 2
+# at commit 1008836, with lazy_rescale= and pipeline_qk= switches. All four were removed
+# after the measurements (results/tune1.log, tune2.log). Stage 3 times today's default path.
+VARIANTS = {"ptr": {}}
 B, H = 4, 32
 
 
@@ -45,6 +46,8 @@ def plan(stage):
     dt = "float16"
     if stage == 1:
         raise SystemExit("stage 1 needs commit 519035d (TMA / warp-specialize variants)")
+    if stage == 2:
+        raise SystemExit("stage 2 needs commit 1008836 (lazy-rescale / pipelined variants)")
     if stage == 2:
         cfgs = {64: [(128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (256, 64, 16, 3),
                      (128, 128, 4, 3), (128, 64, 8, 2)],
@@ -124,6 +127,33 @@ def feature_checks(fa, var, log):
     return ok_all
 
 
+def confirm(out_dir):
+    """Stage 3: the default (autotuned) path against SDPA flash and cuDNN, the whole grid."""
+    fa = load_fa()
+    fns = {"03 flash": fa.flash_attention, "sdpa flash": shared.sdpa_backend("flash"),
+           "sdpa cudnn": shared.sdpa_backend("cudnn")}
+    ceilings = {str(dt): shared.measure_ceilings(dtype=dt) for dt in (torch.float16, torch.bfloat16)}
+    print("ceilings", ceilings, flush=True)
+    rows = []
+    t0 = time.time()
+    for dtype in (torch.float16, torch.bfloat16):
+        for d in (64, 128):
+            for causal in (False, True):
+                shapes = [(B, H, n, d) for n in (1024, 2048, 4096, 8192, 16384)]
+                rows += shared.quick_benchmark(fns, shapes=shapes, causal=causal, dtype=dtype)
+                shared.save_results(out_dir / "confirm3.json", rows, ceilings=ceilings,
+                                    command="python tune_forward.py --stage 3")
+                print(f"-- {time.time() - t0:.0f} s", flush=True)
+    print("03 flash / sdpa flash / sdpa cudnn, TFLOP/s:")
+    for r in rows:
+        if r["impl"] == "03 flash" and r["tflops"]:
+            key = dict(n_q=r["n_q"], head_dim=r["head_dim"], causal=r["causal"], dtype=r["dtype"])
+            fl = shared.select(rows, impl="sdpa flash", **key)[0]["tflops"]
+            cu = shared.select(rows, impl="sdpa cudnn", **key)[0]["tflops"]
+            print(f"  {r['dtype']:<8} D={r['head_dim']:<3} causal={r['causal']!s:<5} N={r['n_q']:<6} "
+                  f"{r['tflops']:5.0f}  x{r['tflops'] / fl:.2f} flash  x{r['tflops'] / cu:.2f} cudnn")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out-dir", type=Path, required=True)
@@ -131,6 +161,8 @@ def main():
     parser.add_argument("--workers", type=int, default=12)
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    if args.stage == 3:
+        return confirm(args.out_dir)
     logf = open(args.out_dir / f"tune{args.stage}.log", "w")
 
     def log(msg):
