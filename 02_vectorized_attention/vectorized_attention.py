@@ -76,30 +76,28 @@ HERE = Path(__file__).resolve().parent
 # in step 01; only the number and width of the loads changes. Sharing K/V
 # tiles between query rows is step 03's job.
 
-# Register budget for one K (or V) tile. At NUM_WARPS = 4 (128 threads), 8192
-# elements is 64 per thread: 64 fp32 registers once converted for the maths,
-# loaded as 8 x 16-byte vectors of fp16. The K tile, the V tile and their
-# products can be live around the same time, and a thread has at most 255
-# registers, so 8192 leaves room; twice that would be 128 per tile per thread
-# and risk spilling to local memory. This is reasoning, not a measurement:
-# the benchmark prints the compiled kernel's registers and spills
-# (`kernel_resources`) to check it.
-TILE_ELEMENTS = 8192
-# Four warps: enough threads that a full tile is 64 elements per thread, and
-# enough independent loads in flight per program to hide latency. One warp (as
-# in step 01) would hold 256 elements per thread and spill; eight warps would
-# halve the work per thread but make the reductions over the key axis cross
-# more warps through shared memory.
-NUM_WARPS = 4
-MIN_BLOCK_N = 16  # a floor; it never binds for D <= 256 (8192 / 256 = 32)
-MAX_BLOCK_N = 128  # small head dims stop here: bigger blocks waste masked keys on short and causal rows
+# How big a tile, and how many warps? Measured, not guessed (notes/gpu_log.md,
+# results/sweep02.json): the first version used 4 warps and 8192-element tiles
+# (BLOCK_N = 128 at D = 64) and was SLOWER than step 01 at D = 128. Both kernels
+# are limited by how fast the L2 cache can feed every program its own copy of
+# K and V, so what matters is keeping many loads in flight per SM. The 4-warp
+# version needed 96 registers per thread, so only 5 programs (20 warps) fit on
+# an SM; a one-warp program with a small tile lets up to 32 programs share an
+# SM, each with its own tile load outstanding. The sweep over BLOCK_N in 16..256 and
+# 1..8 warps at N = 2048 put one warp and 2048-element tiles on top
+# (BLOCK_N = 32 at D = 64, 16 at D = 128): 64 elements per thread per tile,
+# loaded as 16-byte vectors.
+TILE_ELEMENTS = 2048
+NUM_WARPS = 1  # one warp per program, as in step 01: the reductions stay inside the warp (shuffles only)
+MIN_BLOCK_N = 8  # D = 256: 2048 / 256
+MAX_BLOCK_N = 128  # tiny head dims stop here: bigger blocks waste masked keys on short and causal rows
 
 
 def block_n_for(head_dim):
-    """Keys per block for a head dim: the largest power of two with BLOCK_N * BLOCK_D <= 8192.
+    """Keys per block for a head dim: the largest power of two with BLOCK_N * BLOCK_D <= 2048.
 
     BLOCK_D is the head dim rounded up to a power of two; BLOCK_N is kept
-    between 16 and 128. D = 1..64 -> 128, D = 65..128 -> 64, D = 129..256 -> 32.
+    between 8 and 128. D = 1..16 -> 128, 17..32 -> 64, 33..64 -> 32, 65..128 -> 16, 129..256 -> 8.
     """
     block_d = triton.next_power_of_2(head_dim)
     return max(MIN_BLOCK_N, min(MAX_BLOCK_N, TILE_ELEMENTS // block_d))
@@ -205,7 +203,7 @@ def launch(q, k, v, out, scale, causal):
         CAUSAL=bool(causal),
         BLOCK_N=block_n_for(head_dim),
         BLOCK_D=triton.next_power_of_2(head_dim),
-        num_warps=NUM_WARPS,  # 128 threads share a tile of <= 8192 elements (see NUM_WARPS)
+        num_warps=NUM_WARPS,  # 32 threads share a tile of <= 2048 elements (see TILE_ELEMENTS)
     )
 
 

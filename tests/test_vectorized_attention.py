@@ -40,7 +40,7 @@ if shared.HAS_GPU:
 def _edge_shapes():
     """Key lengths at and around one and two blocks, for each block size the launcher uses."""
     shapes = []
-    for head_dim in (64, 128, 256):  # BLOCK_N = 128, 64, 32
+    for head_dim in (64, 128, 256):  # BLOCK_N = 32, 16, 8
         bn = block_n_for(head_dim)
         shapes += [(1, 1, 3, n_k, head_dim, False) for n_k in (bn - 1, bn, bn + 1, 2 * bn + 1)]
     # causal rows that end just before, at and just after a block edge: Nq = Nk = 2 * BLOCK_N + 1
