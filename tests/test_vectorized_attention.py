@@ -158,8 +158,8 @@ def test_mixed_dtypes_and_bad_scale_and_non_tensors():
         vectorized_attention(q, k, v, out=torch.empty_like(q, dtype=torch.float32))
 
 
-@pytest.mark.parametrize("head_dim,expected", [(1, 128), (16, 128), (40, 128), (64, 128), (80, 64),
-                                               (128, 64), (129, 32), (256, 32)])
+@pytest.mark.parametrize("head_dim,expected", [(1, 128), (16, 128), (17, 64), (40, 32), (64, 32), (80, 16),
+                                               (128, 16), (129, 8), (256, 8)])
 def test_block_n_rule(head_dim, expected):
     bn = block_n_for(head_dim)
     assert bn == expected
@@ -176,9 +176,9 @@ def test_traffic_model_same_bytes_as_step01_fewer_loads():
         assert t02["bytes"] == t01["bytes"]  # every row still reads all of K and V
         assert t02["loads"] == 2 * math.ceil(n_k / bn) + 1  # a K tile and a V tile per block, plus q
         assert t02["stores"] == 1
-    assert step02.traffic_per_row(1024, 64, 2)["loads"] == 2 * 8 + 1
+    assert step02.traffic_per_row(1024, 64, 2)["loads"] == 2 * 32 + 1  # BLOCK_N = 32 at D = 64
     assert step02.traffic_per_row(1024, 64, 2, causal_row=0)["loads"] == 2 * 1 + 1
-    assert step02.traffic_per_row(1024, 64, 2, causal_row=128)["loads"] == 2 * 2 + 1  # 129 keys: 2 blocks
+    assert step02.traffic_per_row(1024, 64, 2, causal_row=32)["loads"] == 2 * 2 + 1  # 33 keys: 2 blocks of 32
     assert step02.traffic_per_row(1024, 64, 2, block_n=16)["loads"] == 2 * 64 + 1
 
 
