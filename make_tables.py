@@ -43,7 +43,7 @@ def step_tables(rows, impls, own, others, value="tflops", unit="TFLOP/s"):
         sel = shared.select(rows, dtype=dtype, mode=mode, head_dim=head_dim, causal=causal)
         present = [i for i in impls if any(r["impl"] == i for r in sel)]
         ratio_to = [o for o in others if o in present and o != own]
-        title = f"**{mode}, {dtype}, head dim {head_dim}, {'causal' if causal else 'not causal'}** ({unit}; ratio = how many times faster {own} is)"
+        title = f"**{mode}, {dtype}, head dim {head_dim}, {'causal' if causal else 'not causal'}** ({unit}; the 'vs' columns are time ratios: above 1x, {own} is faster)"
         parts.append(title + "\n\n" + shared.pivot_table(sel, present, value=value, fmt="{:.1f}",
                                                          ratio_of=own, ratio_to=ratio_to))
     return "\n\n".join(parts)
