@@ -112,7 +112,7 @@ def feature_checks(fa, var, log):
                        for n, hh in ((nq, h), (nk, hkv), (nk, hkv)))
         else:
             q, k, v = shared.make_qkv(b, h, nq, d, n_k=nk, kv_heads=hkv, dtype=dtype, device=shared.DEVICE)
-        cfg = fa.default_config(d, nq, dtype)
+        cfg = fa.default_config(d, nq, dtype, nk)
 
         def fn(q, k, v, causal=False, scale=None):
             return fa._forward(q, k, v, causal=causal, scale=scale, config=cfg, **VARIANTS[var])[0]
