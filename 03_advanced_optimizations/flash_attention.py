@@ -523,7 +523,8 @@ def main(argv=None):
                         choices=["float16", "bfloat16"], help="dtypes to time")
     parser.add_argument("--causal", choices=["no", "yes", "both"], default="both")
     parser.add_argument("--n-max", type=int, default=16384, help="longest sequence to time")
-    parser.add_argument("--no-flex", action="store_true", help="leave FlexAttention out (it compiles per shape)")
+    parser.add_argument("--no-flex", action="store_true",
+                        help="leave FlexAttention out (it compiles per shape)")
     parser.add_argument("--no-plots", action="store_true",
                         help="results JSON only (4 plots per dtype/head dim/causal otherwise)")
     parser.add_argument("--tag", default="", help="suffix for results_<tag>.json and the plots")

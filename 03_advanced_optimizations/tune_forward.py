@@ -105,7 +105,8 @@ def feature_checks(fa, var, log):
     ]
     ok_all = True
     if DRY:
-        cases = [(2, 4, 2, 17, 33, 64, True, torch.float16, True), (1, 2, 1, 1, 20, 111, False, torch.bfloat16, False)]
+        cases = [(2, 4, 2, 17, 33, 64, True, torch.float16, True),
+                 (1, 2, 1, 1, 20, 111, False, torch.bfloat16, False)]
     for b, h, hkv, nq, nk, d, causal, dtype, noncontig in cases:
         if noncontig:
             q, k, v = (torch.randn(b, n, hh, d, device=shared.DEVICE, dtype=dtype).transpose(1, 2)
@@ -256,7 +257,8 @@ def main():
                 if (jd, jc, jdt) != (d, causal, dtype):
                     continue
                 ms = triton.testing.do_bench(
-                    lambda: fa._forward(q, k, v, causal=causal, config=cfg, **VARIANTS[var]), warmup=25, rep=100, return_mode="median")
+                    lambda: fa._forward(q, k, v, causal=causal, config=cfg, **VARIANTS[var]),
+                    warmup=25, rep=100, return_mode="median")
                 tf = flops / ms / 1e9
                 result["rows"].append({"variant": var, "config": list(cfg), "d": d, "causal": causal,
                                        "dtype": dtype, "n": n, "ms": ms, "tflops": tf,
@@ -271,7 +273,8 @@ def main():
     log("best per shape:")
     for d, causal, dtype in shapes:
         for n in lengths:
-            rows = [r for r in result["rows"] if (r["d"], r["causal"], r["dtype"], r["n"]) == (d, causal, dtype, n)]
+            rows = [r for r in result["rows"]
+                    if (r["d"], r["causal"], r["dtype"], r["n"]) == (d, causal, dtype, n)]
             if rows:
                 best = max(rows, key=lambda r: r["tflops"])
                 log(f"  D={d} causal={causal!s:<5} N={n:<6} {best['variant']:<7} {best['config']} "
