@@ -478,8 +478,17 @@ def benchmark_functions(include_flex=True):
     return fns
 
 
+SLOW_IMPLS = ("naive torch", "02 vectorized")  # O(N^2) memory / no tensor cores: minutes at N=16384
+
+
 def benchmark(quick, out_dir, head_dims=(64, 128), dtypes=(torch.float16, torch.bfloat16),
-              causals=(False, True), n_max=16384, include_flex=True, tag="", plots=True):
+              causals=(False, True), n_max=16384, include_flex=True, tag="", plots=True,
+              slow_n_max=4096):
+    """Time step 03 and the baselines on (4, 32, N, D); save results[_tag].json (+ plots).
+
+    The slow baselines (naive torch, 02 vectorized) are timed only up to ``slow_n_max``:
+    02 takes ~20 s per call at N=16384, D=128, and do_bench calls it 8 times.
+    """
     from shared.plotting import plot_all
 
     lengths = [n for n in ((1024, 4096) if quick else (1024, 2048, 4096, 8192, 16384)) if n <= n_max]
@@ -495,14 +504,18 @@ def benchmark(quick, out_dir, head_dims=(64, 128), dtypes=(torch.float16, torch.
                 del q, k, v
     ceilings = shared.measure_ceilings()
     print(f"ceilings: {ceilings}")
-    rows = shared.quick_benchmark(fns, shapes=shapes, causal=tuple(causals), dtype=tuple(dtypes),
-                                  warmup=10 if quick else 25, rep=50 if quick else 100)
+    fast = {k: f for k, f in fns.items() if k not in SLOW_IMPLS}
+    slow = {k: f for k, f in fns.items() if k in SLOW_IMPLS}
+    timing = dict(causal=tuple(causals), dtype=tuple(dtypes), warmup=10 if quick else 25,
+                  rep=50 if quick else 100)
+    rows = shared.quick_benchmark(fast, shapes=shapes, **timing)
+    rows += shared.quick_benchmark(slow, shapes=[s for s in shapes if s[2] <= slow_n_max], **timing)
     name = "results" + (f"_{tag}" if tag else "") + ".json"
     path = shared.save_results(out_dir / name, rows, step="03_advanced_optimizations",
                                ceilings=ceilings, command=" ".join(["python flash_attention.py",
                                                                     *sys.argv[1:]]))
     print(f"wrote {path}")
-    for dtype in (dtypes if plots else ()):
+    for dtype in (dtypes if plots and not shared.INTERPRETER else ()):
         dt = str(dtype).replace("torch.", "")
         for d in head_dims:
             for causal in causals:
@@ -525,6 +538,10 @@ def main(argv=None):
     parser.add_argument("--n-max", type=int, default=16384, help="longest sequence to time")
     parser.add_argument("--no-flex", action="store_true",
                         help="leave FlexAttention out (it compiles per shape)")
+    parser.add_argument("--slow-n-max", type=int, default=4096,
+                        help="longest sequence for naive torch and 02 vectorized (default 4096)")
+    parser.add_argument("--quick-check", action="store_true",
+                        help="the short correctness check, but the full benchmark")
     parser.add_argument("--no-plots", action="store_true",
                         help="results JSON only (4 plots per dtype/head dim/causal otherwise)")
     parser.add_argument("--tag", default="", help="suffix for results_<tag>.json and the plots")
@@ -532,7 +549,7 @@ def main(argv=None):
                         help="where results.json and the plots go (default: results/ beside this script)")
     args = parser.parse_args(argv)
     print(shared.describe_runtime())
-    if not check(args.quick):
+    if not check(args.quick or args.quick_check):
         print("FAILED: flash_attention does not match the reference; not benchmarking.")
         return 1
     if shared.INTERPRETER:
@@ -540,7 +557,7 @@ def main(argv=None):
         return 0
     causals = {"no": (False,), "yes": (True,), "both": (False, True)}[args.causal]
     benchmark(args.quick, args.out_dir, tuple(args.head_dim), tuple(getattr(torch, d) for d in args.dtype),
-              causals, args.n_max, not args.no_flex, args.tag, not args.no_plots)
+              causals, args.n_max, not args.no_flex, args.tag, not args.no_plots, args.slow_n_max)
     return 0
 
 
