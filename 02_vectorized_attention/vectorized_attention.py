@@ -80,10 +80,10 @@ HERE = Path(__file__).resolve().parent
 # results/sweep02.json): the first version used 4 warps and 8192-element tiles
 # (BLOCK_N = 128 at D = 64) and was SLOWER than step 01 at D = 128. Both kernels
 # are limited by how fast the L2 cache can feed every program its own copy of
-# K and V, so what matters is keeping many loads in flight per SM. The 4-warp
-# version needed 96 registers per thread, so only 5 programs (20 warps) fit on
-# an SM; a one-warp program with a small tile lets up to 32 programs share an
-# SM, each with its own tile load outstanding. The sweep over BLOCK_N in 16..256 and
+# K and V, so what matters is keeping many loads in flight per SM. Both
+# versions compile to about 96 registers per thread (no spills), so the 4-warp
+# version fits 5 programs (20 warps) on an SM, while the one-warp version fits
+# 21 (65536 registers / (96 x 32)), each with its own tile loads outstanding. The sweep over BLOCK_N in 16..256 and
 # 1..8 warps at N = 2048 put one warp and 2048-element tiles on top
 # (BLOCK_N = 32 at D = 64, 16 at D = 128): 64 elements per thread per tile,
 # loaded as 16-byte vectors.
