@@ -1,10 +1,12 @@
 """Step 03: FlashAttention - a query tile on chip, K/V tiles streaming past, tensor cores.
 
-Step 02 moved from one query row per program to blocks of rows. This step
-turns that into a FlashAttention-2 style forward pass: each program keeps a
-BLOCK_M x D tile of queries in registers and streams BLOCK_N x D tiles of keys
-and values past it; both products (Q K^T and P V) run on tensor cores through
-`tl.dot`; the softmax is computed online in fp32; causal attention skips the
+Since step 02: step 02 still gives each program one query row, loads a tile of
+keys per step and does its dot products by broadcasting and `tl.sum`, so every
+row re-reads all of K and V and the tensor cores stay idle. This step is a
+FlashAttention-2 style forward pass: each program keeps a BLOCK_M x D tile of
+queries in registers and streams BLOCK_N x D tiles of keys and values past it;
+both products (Q K^T and P V) run on tensor cores through `tl.dot`; the
+softmax is computed online in fp32; causal attention skips the
 tiles it cannot see and masks only the tiles on the diagonal. It also grows up:
 grouped-query attention, unequal and awkward lengths, any head dim from 16 to
 256, any strides, and the log-sum-exp a backward pass needs.
@@ -23,7 +25,8 @@ You will learn:
 Run it (from this folder or the repo root):
     python flash_attention.py                    # check, then benchmark the whole grid (GPU)
     python flash_attention.py --quick            # fewer shapes, a short benchmark
-    python flash_attention.py --head-dim 64 --dtype float16 --causal no --n-max 8192
+    python flash_attention.py --quick-check --no-plots --head-dim 64 --dtype float16 --causal no
+                                                 # one slice of the grid (about 3-4 minutes on an H100)
 Without a GPU it runs in Triton's CPU interpreter on small shapes and skips timing.
 """
 import argparse
@@ -44,7 +47,7 @@ LOG2E = 1.4426950408889634  # log2(e): exp(x) = exp2(x * log2(e))
 LN2 = 0.6931471805599453  # ln(2): turns a log2-domain logsumexp back into natural log
 
 # ----------------------------------------------------------------------------- motivation
-# Step 02 still reads K and V once per small block of query rows. FlashAttention
+# Step 02 still reads all of K and V once per query row. FlashAttention
 # (Dao et al. 2022, and FlashAttention-2, 2023) makes the query block big enough
 # (64-128 rows) that every K/V tile fetched from memory feeds BLOCK_M x BLOCK_N x D
 # multiply-adds on the tensor cores, and it never writes the N x N score matrix:
