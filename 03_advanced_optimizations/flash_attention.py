@@ -252,10 +252,10 @@ def flash_attention_forward_kernel(
 #   * warp_specialize=True in tl.range: with Triton 3.6 on sm_90 it compiled to the very same
 #     PTX as without (and failed to compile with 4 warps), so there was nothing to measure.
 #   * "Lazy" rescaling (skip acc *= alpha unless a row max grew by > 2^8): needs a
-#     block-wide max per tile; 5-20% slower.
+#     block-wide max per tile; 5-25% slower (best config against best config, same run).
 #   * Hand-pipelining S = Q K^T of tile j+1 before the softmax of tile j: Triton still waits
 #     for each wgmma at once (wait_group 0), so nothing overlaps and the extra registers cost
-#     5-25%.
+#     5-30%.
 #   * 256-row tiles with 16 warps: within noise of 128 x 64 at best, 10x slower with
 #     BLOCK_N=128 (register spills).
 AUTOTUNE_MIN_WORK = 2048 * 2048  # Nq * Nk below this: the default config, no autotuner
