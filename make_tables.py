@@ -25,6 +25,8 @@ STEPS = {
                                    "naive torch", "02 vectorized"],
                                   "03 flash", ["sdpa flash", "sdpa cudnn", "flex attention", "naive torch"]),
 }
+# Step 03's plots are drawn here from its merged results files (its grid ran in parts).
+STEP03_PLOTS = {"results/forward.json": "forward", "results/backward.json": "backward"}
 # What the series index shows for every step: one representative configuration.
 PROGRESSION = {"head_dim": 64, "causal": False, "dtype": "float16", "mode": "fwd"}
 PROGRESSION_N = (1024, 4096)
@@ -74,6 +76,22 @@ def progression_rows():
     return "\n".join(lines)
 
 
+def step03_plots():
+    from shared.plotting import plot_all
+
+    folder = ROOT / "03_advanced_optimizations"
+    for results, name in STEP03_PLOTS.items():
+        if not (folder / results).exists():
+            continue
+        rows = shared.load_results(folder / results)["rows"]
+        for dtype, mode, head_dim, causal in configurations(rows):
+            sel = shared.select(rows, dtype=dtype, mode=mode, head_dim=head_dim, causal=causal)
+            tag = f"{name}_{mode.replace('+', '_')}_{dtype}_d{head_dim}_{'causal' if causal else 'full'}"
+            title = f"step 03 {mode}, {dtype}, B=4 H=32 D={head_dim}{' causal' if causal else ''}"
+            plot_all(sel, folder / "results", tag, title, baseline="sdpa flash")
+        print(f"drew the plots of 03_advanced_optimizations/{results}")
+
+
 def main():
     for folder, (results, impls, own, others) in STEPS.items():
         path = ROOT / folder / results
@@ -86,6 +104,7 @@ def main():
         text += step_tables(data["rows"], impls, own, others)
         shared.write_between_markers(readme, "results", text)
         print(f"wrote tables into {readme.relative_to(ROOT)}")
+    step03_plots()
     shared.write_between_markers(ROOT / "README.md", "progression", progression_rows())
     print("wrote the progression table into README.md")
 
