@@ -43,28 +43,9 @@ def sdpa_attention(q, k, v):
 
 
 def load_flash_attention():
-    """Our trainable attention: from flash_attention.py once merged there, else the draft."""
-    import importlib.util
-
-    for name, path in (("step03_flash_attention", HERE / "flash_attention.py"),
-                       ("step03_flash_backward_draft", HERE / "flash_backward_draft.py")):
-        if name in sys.modules:
-            module = sys.modules[name]
-        elif path.exists():
-            spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            try:
-                spec.loader.exec_module(module)
-            except Exception:  # a half-written step file must not stop the demo
-                del sys.modules[name]
-                continue
-        else:
-            continue
-        if hasattr(module, "flash_attention_trainable"):
-            fn = module.flash_attention_trainable
-            return lambda q, k, v: fn(q, k, v, causal=True)
-    raise ImportError("no flash_attention_trainable in flash_attention.py or flash_backward_draft.py")
+    """Step 03's differentiable attention (a custom op, so torch.compile keeps one graph)."""
+    flash_attention = shared.load_step("03").flash_attention
+    return lambda q, k, v: flash_attention(q, k, v, causal=True)
 
 
 # ----------------------------------------------------------------------------- model

@@ -14,14 +14,7 @@ import shared  # noqa: E402
 import torch  # noqa: E402
 
 step03 = shared.load_step("03")
-flash = getattr(step03, "flash_attention_trainable", None)
-if flash is None:  # before the backward is merged into the step-03 script: the draft holds it
-    import importlib.util
-    path = Path(__file__).resolve().parents[1] / "03_advanced_optimizations" / "flash_backward_draft.py"
-    spec = importlib.util.spec_from_file_location("flash_backward_draft", path)
-    draft = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(draft)
-    flash = draft.flash_attention_trainable
+flash = step03.flash_attention  # differentiable: custom op with the Triton backward
 
 out_dir, budget = Path(sys.argv[1]), float(sys.argv[2]) if len(sys.argv) > 2 else 500
 from shared.baselines import flex_attention_compiled  # noqa: E402

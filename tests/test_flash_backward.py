@@ -3,7 +3,7 @@
 On CPU the kernels run in Triton's interpreter on small awkward shapes; the
 same file on a GPU adds larger shapes. The rule for fp16/bf16: our error
 against float64 autograd is at most 2x the error of plain PyTorch autograd in
-the same dtype, plus one output rounding (``gradient_errors`` in the draft).
+the same dtype, plus one output rounding (``gradient_errors`` in flash_attention.py).
 """
 import importlib.util
 import math
@@ -19,16 +19,23 @@ ROOT = Path(__file__).resolve().parents[1]
 STEP = ROOT / "03_advanced_optimizations"
 
 
-def _load(name, path):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+bwd = shared.load_step("03")
 
 
-bwd = _load("step03_flash_backward_draft", STEP / "flash_backward_draft.py")
+def reference_forward(q, k, v, causal=False, scale=None):
+    """(o, lse) from the float64 reference, o cast back to q's dtype: an exact forward,
+    so that the backward is tested on its own, apart from the forward kernel's rounding."""
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    group = q.shape[1] // k.shape[1]
+    qd, kd, vd = (t.detach().double() for t in (q, k, v))
+    kd, vd = kd.repeat_interleave(group, 1), vd.repeat_interleave(group, 1)
+    scores = (qd @ kd.transpose(-1, -2)) * scale
+    if causal:
+        scores = scores.masked_fill(~shared.test_utils.causal_mask(q.shape[2], k.shape[2], q.device),
+                                    float("-inf"))
+    lse = torch.logsumexp(scores, dim=-1)
+    return (torch.exp(scores - lse[..., None]) @ vd).to(q.dtype), lse.float()
+
 
 # (B, H, Hkv, Nq, Nk, D, causal): lengths 1, 17, 97 on one side at a time,
 # unequal Nq/Nk both ways, GQA and MQA, head dims that are not powers of two.
@@ -79,7 +86,7 @@ def test_gradcheck_directional_derivative():
     """Finite differences of the float64 loss along a random direction match <grad, direction>."""
     q, k, v = shared.make_qkv(1, 2, 19, 16, n_k=23, kv_heads=1, dtype=torch.float32)
     do = torch.randn_like(q)
-    o, lse = bwd.reference_forward(q, k, v, causal=True)
+    o, lse = reference_forward(q, k, v, causal=True)
     grads = bwd.flash_attention_backward(do, q, k, v, o, lse, causal=True)
     dirs = [torch.randn_like(t) for t in (q, k, v)]
     eps = 1e-4
@@ -97,7 +104,7 @@ def test_gradcheck_directional_derivative():
 def test_fused_atomic_dq_variant_agrees(causal):
     """The variant we measured against (dQ by atomics in the dK/dV kernel) computes the same."""
     q, k, v = shared.make_qkv(1, 4, 37, 40, n_k=29, kv_heads=2, dtype=torch.float16)
-    o, lse = bwd.reference_forward(q, k, v, causal=causal)
+    o, lse = reference_forward(q, k, v, causal=causal)
     do = torch.randn_like(o)
     separate = bwd.flash_attention_backward(do, q, k, v, o, lse, causal=causal)
     fused = bwd.flash_attention_backward(do, q, k, v, o, lse, causal=causal, dq_atomic=True)
@@ -114,7 +121,7 @@ def test_non_contiguous_inputs_and_grad_output():
     k, v = kv_buf[:, :, 0].transpose(1, 2), kv_buf[:, :, 1].transpose(1, 2)
     do = torch.randn(b, h, d, n_q).to(shared.DEVICE, torch.float16).transpose(2, 3)
     assert not any(t.is_contiguous() for t in (q, k, v, do))
-    o, lse = bwd.reference_forward(q, k, v, causal=True)
+    o, lse = reference_forward(q, k, v, causal=True)
     o_strided = torch.empty(b, n_q, h, d, dtype=o.dtype, device=o.device).transpose(1, 2).copy_(o)
     got = bwd.flash_attention_backward(do, q, k, v, o_strided, lse, causal=True)
     want = bwd.flash_attention_backward(do.contiguous(), q.contiguous(), k.contiguous(), v.contiguous(),
@@ -130,7 +137,7 @@ def test_trainable_attention_end_to_end(api):
     """loss.backward() through the forward in use (Triton's when flash_attention.py has it)."""
     q, k, v = shared.make_qkv(1, 4, 33, 64, n_k=45, kv_heads=2, dtype=torch.float16, requires_grad=True)
     if api == "custom_op":
-        out = bwd.flash_attention_trainable(q, k, v, causal=True)
+        out = bwd.flash_attention(q, k, v, causal=True)
     else:
         out = bwd.FlashAttentionFunction.apply(q, k, v, True, None)
     do = torch.randn_like(out)
@@ -151,7 +158,7 @@ def test_torch_compile_has_no_graph_break():
     def block(x):
         b, n, _ = x.shape
         qkv = proj(x).view(b, n, 3, 2, 16).permute(2, 0, 3, 1, 4)
-        out = bwd.flash_attention_trainable(qkv[0], qkv[1], qkv[2], causal=True)
+        out = bwd.flash_attention(qkv[0], qkv[1], qkv[2], causal=True)
         return out.transpose(1, 2).reshape(b, n, 32).float().square().mean()
 
     x = torch.randn(2, 24, 32).to(shared.DEVICE, torch.float16)
@@ -175,7 +182,7 @@ def test_custom_ops_pass_opcheck():
     q, k, v = shared.make_qkv(1, 2, 9, 16, n_k=7, kv_heads=1, dtype=torch.float16)
     torch.library.opcheck(torch.ops.triton_attention.flash_attn_fwd.default, (q, k, v, True, 0.25),
                           test_utils=("test_schema", "test_faketensor"))
-    o, lse = bwd.reference_forward(q, k, v, causal=True, scale=0.25)
+    o, lse = reference_forward(q, k, v, causal=True, scale=0.25)
     torch.library.opcheck(torch.ops.triton_attention.flash_attn_bwd.default,
                           (torch.randn_like(o), q, k, v, o, lse, True, 0.25),
                           test_utils=("test_schema", "test_faketensor"))
@@ -183,7 +190,7 @@ def test_custom_ops_pass_opcheck():
 
 def test_bad_inputs_raise_clear_errors():
     q, k, v = shared.make_qkv(1, 2, 8, 16, dtype=torch.float16)
-    o, lse = bwd.reference_forward(q, k, v)
+    o, lse = reference_forward(q, k, v)
     do = torch.randn_like(o)
     with pytest.raises(ValueError, match="do must be"):
         bwd.flash_attention_backward(do[:, :, :4], q, k, v, o, lse)
@@ -201,7 +208,9 @@ def test_bad_inputs_raise_clear_errors():
 
 def test_train_gpt_smoke(tmp_path):
     """The training demo runs a few steps with a tiny config and writes its results."""
-    train = _load("step03_train_gpt", STEP / "train_gpt.py")
+    spec = importlib.util.spec_from_file_location("step03_train_gpt", STEP / "train_gpt.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
     results = train.main(["--steps", "3", "--tiny", "--out-dir", str(tmp_path), "--no-plot"])
     for name in ("sdpa", "flash"):
         losses = results["runs"][name]["loss"]
