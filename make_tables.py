@@ -13,18 +13,21 @@ import shared
 
 ROOT = Path(__file__).resolve().parent
 
-# step folder -> (results file, implementations in column order, the step's own name, compared with)
-STEPS = {
-    "01_basic_attention": ("results/results.json", ["01 basic", "naive torch", "torch sdpa"],
-                           "01 basic", ["naive torch", "torch sdpa"]),
-    "02_vectorized_attention": ("results/results.json",
-                                ["02 vectorized", "01 basic", "naive torch", "torch sdpa"],
-                                "02 vectorized", ["01 basic", "naive torch", "torch sdpa"]),
-    "03_advanced_optimizations": ("results/forward.json",
-                                  ["03 flash", "sdpa flash", "sdpa cudnn", "flex attention", "sdpa efficient",
-                                   "naive torch", "02 vectorized"],
-                                  "03 flash", ["sdpa flash", "sdpa cudnn", "flex attention", "naive torch"]),
-}
+# (step folder, results file, README marker, implementations in column order, the step's own
+# name, compared with). The first entry of each folder also feeds the progression table.
+TABLES = [
+    ("01_basic_attention", "results/results.json", "results", ["01 basic", "naive torch", "torch sdpa"],
+     "01 basic", ["naive torch", "torch sdpa"]),
+    ("02_vectorized_attention", "results/results.json", "results",
+     ["02 vectorized", "01 basic", "naive torch", "torch sdpa"],
+     "02 vectorized", ["01 basic", "naive torch", "torch sdpa"]),
+    ("03_advanced_optimizations", "results/forward.json", "results",
+     ["03 flash", "sdpa flash", "sdpa cudnn", "flex attention", "sdpa efficient", "naive torch", "02 vectorized"],
+     "03 flash", ["sdpa flash", "sdpa cudnn", "flex attention", "naive torch"]),
+    ("03_advanced_optimizations", "results/backward.json", "backward",
+     ["03 flash", "sdpa flash", "sdpa cudnn", "flex attention"],
+     "03 flash", ["sdpa flash", "sdpa cudnn", "flex attention"]),
+]
 # Step 03's plots are drawn here from its merged results files (its grid ran in parts).
 STEP03_PLOTS = {"results/forward.json": "forward", "results/backward.json": "backward"}
 # What the series index shows for every step: one representative configuration.
@@ -54,7 +57,11 @@ def step_tables(rows, impls, own, others, value="tflops", unit="TFLOP/s"):
 def progression_rows():
     lines = ["| step | N | TFLOP/s | vs naive torch | vs torch SDPA / SDPA flash | results file |",
              "|---|---|---|---|---|---|"]
-    for folder, (results, _, own, _) in STEPS.items():
+    seen = set()
+    for folder, results, _, _, own, _ in TABLES:
+        if folder in seen:
+            continue
+        seen.add(folder)
         path = ROOT / folder / results
         if not path.exists():
             lines.append(f"| {own} | – | coming | – | – | – |")
@@ -93,17 +100,17 @@ def step03_plots():
 
 
 def main():
-    for folder, (results, impls, own, others) in STEPS.items():
+    for folder, results, marker, impls, own, others in TABLES:
         path = ROOT / folder / results
         readme = ROOT / folder / "README.md"
-        if not path.exists() or not readme.exists():
-            print(f"skip {folder}: no {results} or README.md yet")
+        if not path.exists() or not readme.exists() or f"<!-- {marker}:start -->" not in readme.read_text():
+            print(f"skip {folder} {marker}: no {results}, README.md or marker yet")
             continue
         data = shared.load_results(path)
         text = shared.env_line(data["env"]) + f" Command: `{data['meta'].get('command', '?')}`.\n\n"
         text += step_tables(data["rows"], impls, own, others)
-        shared.write_between_markers(readme, "results", text)
-        print(f"wrote tables into {readme.relative_to(ROOT)}")
+        shared.write_between_markers(readme, marker, text)
+        print(f"wrote the {marker} tables into {readme.relative_to(ROOT)}")
     step03_plots()
     shared.write_between_markers(ROOT / "README.md", "progression", progression_rows())
     print("wrote the progression table into README.md")
