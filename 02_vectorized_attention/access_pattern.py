@@ -3,7 +3,7 @@
 Two panels of the same K matrix (keys down, head-dim lanes across), each cell
 coloured by the `tl.load` that reads it, in the order the program issues them.
 Step 01 reads one key row per load, one after another; step 02 reads a whole
-BLOCK_N x D tile per load. The V loads (one after each K load) are left out.
+BLOCK_N x D tile per load. The V loads (issued beside each K load) are left out.
 No GPU needed:
 
     python access_pattern.py                       # writes access_pattern.png beside this file
@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 def draw_access_pattern(path=HERE / "access_pattern.png", n_k=40, head_dim=16, block_n=16):
     """Draw the two panels for a small K (n_k x head_dim) and save them to ``path``.
 
-    Sizes are shrunk so every cell shows: the real kernel uses BLOCK_N = 128
+    Sizes are shrunk so every cell shows: the real kernel uses BLOCK_N = 32
     for D = 64 (see ``block_n_for``), the picture is the same.
     """
     keys = np.arange(n_k)
