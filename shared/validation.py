@@ -22,6 +22,10 @@ def check_attention_inputs(q, k, v, scale=None, *, allow_gqa=False, min_head_dim
             raise ValueError(f"{name} must be 4-D (batch, heads, seq_len, head_dim), got shape {tuple(t.shape)}")
         if t.dtype not in SUPPORTED_DTYPES:
             raise TypeError(f"{name} has dtype {t.dtype}; supported: float16, bfloat16, float32")
+        span = 1 + sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride()))
+        if span >= 2**31:  # the kernels compute element offsets in 32-bit integers
+            raise ValueError(f"{name} spans {span} elements; the kernels address at most 2^31 - 1 "
+                             "(32-bit offsets): split the batch")
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not (q.device == k.device == v.device):

@@ -206,3 +206,13 @@ def test_correctness_poisons_memory_for_functions_without_out():
 
     q, k, v = shared.make_qkv(1, 2, 9, 16, dtype=torch.float16)
     assert not shared.test_correctness(forgets_last_row, q, k, v).passed
+
+
+def test_validation_refuses_tensors_past_32_bit_offsets():
+    # meta tensors have shapes and strides but no memory: 2^31 elements cost nothing here
+    small = torch.empty(1, 1, 4, 16, dtype=torch.float16, device="meta")
+    huge = torch.empty(1, 1, 2**27, 16, dtype=torch.float16, device="meta")
+    with pytest.raises(ValueError, match="32-bit offsets"):
+        shared.check_attention_inputs(huge, small, small)
+    with pytest.raises(ValueError, match="32-bit offsets"):
+        shared.check_attention_inputs(small, huge, huge)
