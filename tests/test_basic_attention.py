@@ -52,43 +52,7 @@ def test_writes_into_given_out():
     assert basic_attention(q, k, v, out=out) is out and torch.isfinite(out).all()
 
 
-def _qkv(**overrides):
-    shapes = {"q": (1, 2, 8, 16), "k": (1, 2, 8, 16), "v": (1, 2, 8, 16)}
-    shapes.update({k: v for k, v in overrides.items() if k in shapes})
-    dtype = overrides.get("dtype", torch.float16)
-    return [torch.randn(s, device=shared.DEVICE).to(dtype) for s in shapes.values()]
-
-
-@pytest.mark.parametrize("overrides,error,match", [
-    ({"q": (2, 2, 8, 16)}, ValueError, "batch sizes differ"),
-    ({"q": (1, 3, 8, 16)}, ValueError, "head counts differ"),
-    ({"k": (1, 2, 9, 16)}, ValueError, "same shape"),
-    ({"q": (1, 2, 8, 32)}, ValueError, "head dims differ"),
-    ({"q": (2, 8, 16)}, ValueError, "4-D"),
-    ({"q": (1, 2, 8, 512), "k": (1, 2, 8, 512), "v": (1, 2, 8, 512)}, ValueError, "head dim 512"),
-    ({"q": (1, 2, 0, 16)}, ValueError, "empty"),
-    ({"q": (1, 65536, 1, 16), "k": (1, 65536, 1, 16), "v": (1, 65536, 1, 16)}, ValueError, "grid limit"),
-    ({"dtype": torch.int32}, TypeError, "dtype torch.int32"),
-    ({"dtype": torch.float64}, TypeError, "supported"),
-])
-def test_bad_input_raises_clear_errors(overrides, error, match):
-    q, k, v = _qkv(**overrides)
-    with pytest.raises(error, match=match):
-        basic_attention(q, k, v)
-
-
-def test_mixed_dtypes_and_bad_scale_and_non_tensors():
-    q, k, v = _qkv()
-    with pytest.raises(TypeError, match="share one dtype"):
-        basic_attention(q, k.float(), v)
-    with pytest.raises(TypeError, match="scale"):
-        basic_attention(q, k, v, scale="0.1")
-    with pytest.raises(ValueError, match="finite"):
-        basic_attention(q, k, v, scale=float("inf"))
-    with pytest.raises(TypeError, match="torch.Tensor"):
-        basic_attention(q.tolist(), k, v)
-    with pytest.raises(ValueError, match="out must be"):
-        basic_attention(q, k, v, out=torch.empty(3, device=shared.DEVICE))
+# Bad-input errors: tests/test_input_checks.py (shared with step 02).
 
 
 def test_traffic_model_counts_every_key_once_per_row():

@@ -112,50 +112,7 @@ def test_writes_into_given_out():
     assert vectorized_attention(q, k, v, out=out) is out and torch.isfinite(out).all()
 
 
-def _qkv(**overrides):
-    shapes = {"q": (1, 2, 8, 16), "k": (1, 2, 8, 16), "v": (1, 2, 8, 16)}
-    shapes.update({k: v for k, v in overrides.items() if k in shapes})
-    dtype = overrides.get("dtype", torch.float16)
-    return [torch.randn(s, device=shared.DEVICE).to(dtype) for s in shapes.values()]
-
-
-@pytest.mark.parametrize("overrides,error,match", [
-    ({"q": (2, 2, 8, 16)}, ValueError, "batch sizes differ"),
-    ({"q": (1, 3, 8, 16)}, ValueError, "head counts differ"),
-    ({"q": (1, 4, 8, 16)}, ValueError, "head counts differ"),  # GQA-shaped: not in this step
-    ({"k": (1, 2, 9, 16)}, ValueError, "same shape"),
-    ({"q": (1, 2, 8, 32)}, ValueError, "head dims differ"),
-    ({"q": (2, 8, 16)}, ValueError, "4-D"),
-    ({"k": (1, 2, 8, 16, 1), "v": (1, 2, 8, 16, 1)}, ValueError, "4-D"),
-    ({"q": (1, 2, 8, 512), "k": (1, 2, 8, 512), "v": (1, 2, 8, 512)}, ValueError, "head dim 512"),
-    ({"q": (1, 2, 8, 257), "k": (1, 2, 8, 257), "v": (1, 2, 8, 257)}, ValueError, "head dim 257"),
-    ({"q": (1, 2, 0, 16)}, ValueError, "empty"),
-    ({"k": (1, 2, 0, 16), "v": (1, 2, 0, 16)}, ValueError, "empty"),
-    ({"dtype": torch.int32}, TypeError, "dtype torch.int32"),
-    ({"dtype": torch.float64}, TypeError, "supported"),
-])
-def test_bad_input_raises_clear_errors(overrides, error, match):
-    q, k, v = _qkv(**overrides)
-    with pytest.raises(error, match=match):
-        vectorized_attention(q, k, v)
-
-
-def test_mixed_dtypes_and_bad_scale_and_non_tensors():
-    q, k, v = _qkv()
-    with pytest.raises(TypeError, match="share one dtype"):
-        vectorized_attention(q, k.float(), v)
-    with pytest.raises(TypeError, match="share one dtype"):
-        vectorized_attention(q, k, v.bfloat16())
-    with pytest.raises(TypeError, match="scale"):
-        vectorized_attention(q, k, v, scale="0.1")
-    with pytest.raises(ValueError, match="finite"):
-        vectorized_attention(q, k, v, scale=float("nan"))
-    with pytest.raises(TypeError, match="torch.Tensor"):
-        vectorized_attention(q.tolist(), k, v)
-    with pytest.raises(ValueError, match="out must be"):
-        vectorized_attention(q, k, v, out=torch.empty(3, device=shared.DEVICE))
-    with pytest.raises(ValueError, match="out must be"):
-        vectorized_attention(q, k, v, out=torch.empty_like(q, dtype=torch.float32))
+# Bad-input errors: tests/test_input_checks.py (shared with step 01).
 
 
 @pytest.mark.parametrize("head_dim,expected", [(1, 128), (16, 128), (17, 64), (40, 32), (64, 32), (80, 16),
