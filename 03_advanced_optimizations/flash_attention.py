@@ -16,7 +16,7 @@ torch.library custom op so that torch.compile keeps a model in one graph.
 
 You will learn:
   * tiling attention: why a query tile on chip turns the K/V traffic from O(N^2 D) row reads
-    into O(N^2 D / BLOCK_M) tile reads, and why that makes attention compute-bound;
+    into O(N^2 D / BLOCK_M) tile reads, and how close that brings attention to the matmul rate;
   * the online softmax on tiles: running max and sum per row, rescaling the accumulator;
   * exp2 with scale * log2(e) folded into one multiply-add per score;
   * causal attention in two loops: full tiles without masks, diagonal tiles with masks;
@@ -25,7 +25,7 @@ You will learn:
   * Hopper: autotuning block sizes, warps and pipeline stages; what tensor descriptors (TMA)
     and warp specialisation bought here (nothing, measured: see notes/gpu_log.md);
   * the backward: five tile products, recomputation instead of storing P, why dQ gets its
-    own kernel (atomics measured 2.5x slower), GQA gradients summed in registers;
+    own kernel (atomics measured 2.2-2.7x slower), GQA gradients summed in registers;
   * torch.library custom ops: one graph under torch.compile, forward and backward.
 
 Run it (from this folder or the repo root):
@@ -255,15 +255,15 @@ def flash_attention_forward_kernel(
 # results/tune1.log and tune2.log; the code of each is in the git history):
 #   * Tensor descriptors (TMA, device-side tl.make_tensor_descriptor, one (N, D) descriptor
 #     per (batch, head)): correct, batch > 1 included, but slower than plain pointer loads
-#     (which Triton already turns into cp.async pipelines) in 10 of 12 shapes, e.g. D=128
-#     N=16384: 456 vs 494 TFLOP/s.
+#     (which Triton already turns into cp.async pipelines) in all 12 shapes, best config
+#     against best (config by config TMA won 26 of 96 pairs), e.g. D=128 N=16384: 456 vs 494.
 #   * warp_specialize=True in tl.range: with Triton 3.6 on sm_90 it compiled to the very same
 #     PTX as without (and failed to compile with 4 warps), so there was nothing to measure.
 #   * "Lazy" rescaling (skip acc *= alpha unless a row max grew by > 2^8): needs a
-#     block-wide max per tile; 5-25% slower (best config against best config, same run).
+#     block-wide max per tile; 4-23% lower throughput (best config against best, same run).
 #   * Hand-pipelining S = Q K^T of tile j+1 before the softmax of tile j: Triton still waits
 #     for each wgmma at once (wait_group 0), so nothing overlaps and the extra registers cost
-#     5-30%.
+#     5-27% of throughput.
 #   * 256-row tiles with 16 warps: within noise of 128 x 64 at best, 10x slower with
 #     BLOCK_N=128 (register spills).
 AUTOTUNE_MIN_WORK = 2048 * 2048  # Nq * Nk below this: the default config, no autotuner
@@ -425,7 +425,7 @@ def flash_attention_forward(q, k, v, causal=False, scale=None):
 # order of float additions changes run to run). The separate dQ kernel costs two
 # extra products per tile yet writes every output once, reproducibly. Measured
 # on an H100 (fp16, B=4 H=32 N=4096): the atomic variant (`dq_atomic=True`)
-# takes 2.5x as long - 10.2 ms against 3.8-4.1 ms at D=64, 21.8 against 8.2-9.7
+# takes 2.2-2.7x as long - 10.2 ms against 3.8-4.1 ms at D=64, 21.8 against 8.2-9.7
 # ms at D=128 - its fp32 read-modify-writes of dQ on every tile cost far more
 # than the two products they save. So: a separate dQ kernel.
 #
