@@ -198,7 +198,8 @@ def flash_attention_forward_kernel(
     offs_d = tl.arange(0, BLOCK_D)
     d_mask = offs_d < HEAD_DIM
 
-    # Base pointers of this (batch, head): int64, since B * H * N * D can pass 2^31.
+    # Base pointers of this (batch, head) in int64: a safety margin, since the launcher already
+    # refuses tensors spanning 2^31 elements (shared.check_attention_inputs).
     q_base = q_ptr + batch.to(tl.int64) * stride_qb + head.to(tl.int64) * stride_qh
     k_base = k_ptr + batch.to(tl.int64) * stride_kb + kv_head.to(tl.int64) * stride_kh
     v_base = v_ptr + batch.to(tl.int64) * stride_vb + kv_head.to(tl.int64) * stride_vh
@@ -1075,16 +1076,16 @@ def benchmark_functions(include_flex=True):
     return fns
 
 
-SLOW_IMPLS = ("naive torch", "02 vectorized")  # O(N^2) memory / no tensor cores: minutes at N=16384
+SLOW_IMPLS = ("naive torch", "02 vectorized")  # naive runs out of memory at N=16384; 02 takes seconds a call
 
 
 def benchmark(quick, out_dir, head_dims=(64, 128), dtypes=(torch.float16, torch.bfloat16),
               causals=(False, True), n_max=16384, include_flex=True, tag="", plots=True,
               slow_n_max=4096, modes=("fwd",)):
-    """Time step 03 and the baselines on (4, 32, N, D); save results[_tag].json (+ plots).
+    """Time step 03 and the baselines on (4, 32, N, D); save forward[_tag].json or backward[_tag].json (+ plots).
 
     The slow baselines (naive torch, 02 vectorized) are timed only up to ``slow_n_max``:
-    02 takes ~20 s per call at N=16384, D=128, and do_bench calls it 8 times.
+    naive torch runs out of memory at N=16384, and 02 takes over a second a call there.
     """
     from shared.plotting import plot_all
 
@@ -1108,7 +1109,9 @@ def benchmark(quick, out_dir, head_dims=(64, 128), dtypes=(torch.float16, torch.
     rows = shared.quick_benchmark(fast, shapes=shapes, **timing)
     if modes == ("fwd",):  # naive torch runs out of memory, 02 vectorized has no backward
         rows += shared.quick_benchmark(slow, shapes=[s for s in shapes if s[2] <= slow_n_max], **timing)
-    name = ("results" if modes == ("fwd",) else "backward") + (f"_{tag}" if tag else "") + ".json"
+    # forward.json / backward.json: the names make_tables.py reads (a tag marks a part of a grid;
+    # benchmarks/merge_results.py joins parts)
+    name = ("forward" if modes == ("fwd",) else "backward") + (f"_{tag}" if tag else "") + ".json"
     path = shared.save_results(out_dir / name, rows, step="03_advanced_optimizations",
                                ceilings=ceilings, command=" ".join(["python flash_attention.py",
                                                                     *sys.argv[1:]]))
@@ -1145,13 +1148,13 @@ def main(argv=None):
                         help="the short correctness check, but the full benchmark")
     parser.add_argument("--no-plots", action="store_true",
                         help="results JSON only (4 plots per dtype/head dim/causal otherwise)")
-    parser.add_argument("--tag", default="", help="suffix for results_<tag>.json and the plots")
+    parser.add_argument("--tag", default="", help="suffix for forward_<tag>.json / backward_<tag>.json and the plots")
     parser.add_argument("--backward", action="store_true",
                         help="time the backward pass (modes bwd and fwd+bwd) instead of the forward")
     parser.add_argument("--train", action="store_true",
                         help="train the small GPT of train_gpt.py with SDPA and with flash_attention")
     parser.add_argument("--out-dir", type=Path, default=HERE / "results",
-                        help="where results.json and the plots go (default: results/ beside this script)")
+                        help="where forward.json / backward.json and the plots go (default: results/ beside this script)")
     args = parser.parse_args(argv)
     print(shared.describe_runtime())
     if args.train:

@@ -38,7 +38,7 @@ if shared.HAS_GPU:
 
 
 def _edge_shapes():
-    """Key lengths at and around one and two blocks, for each block size the launcher uses."""
+    """Key lengths at and around one and two blocks, for the block sizes of D = 64, 128 and 256 (32, 16, 8)."""
     shapes = []
     for head_dim in (64, 128, 256):  # BLOCK_N = 32, 16, 8
         bn = block_n_for(head_dim)
