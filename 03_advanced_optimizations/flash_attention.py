@@ -344,8 +344,7 @@ def _forward(q, k, v, causal=False, scale=None, out=None, *, config=None):
     out = shared.check_out(out, q, v)
     batch, heads, n_q, head_dim = q.shape
     kv_heads, n_k = k.shape[1], k.shape[2]
-    if batch * heads > 65535:  # the grid's second axis (CUDA's limit for grid y)
-        raise ValueError(f"batch * heads = {batch * heads} exceeds 65535, the grid's limit")
+    shared.check_grid_rows(batch, heads)  # (batch, head) pairs on the grid's second axis
     lse = torch.empty((batch, heads, n_q), dtype=torch.float32, device=q.device)
 
     # The interpreter computes bf16 tl.dot wrongly (a Triton bug, both 3.6 and 3.8): there,
@@ -770,8 +769,7 @@ def flash_attention_backward(do, q, k, v, o, lse, causal=False, scale=None, conf
     if block_n1 % block_m1 or block_m2 % block_n2:
         raise ValueError(f"config {config}: BLOCK_N1 must be a multiple of BLOCK_M1 and BLOCK_M2 of "
                          "BLOCK_N2 (the causal diagonal must fall on tile boundaries)")
-    if batch * heads > 65535:  # the grid's second dimension
-        raise ValueError(f"batch * heads = {batch * heads} is more than 65535 programs can cover")
+    shared.check_grid_rows(batch, heads)  # (batch, head) pairs on the grid's second axis
     if max(t.numel() for t in (q, k, v, o, do)) >= 2**31:
         raise ValueError("tensors of 2^31 elements or more are not supported (32-bit offsets)")
 

@@ -61,10 +61,10 @@ def check_attention_inputs(q, k, v, scale=None, *, allow_gqa=False, min_head_dim
 
 
 def check_grid_rows(batch, heads):
-    """Steps 01 and 02 put batch * heads on the grid's second axis, which CUDA caps at 65535."""
+    """Every step puts batch * heads on the grid's second axis, which CUDA caps at 65535."""
     if batch * heads > 65535:
-        raise ValueError(f"batch * heads = {batch * heads} exceeds the grid limit of 65535 programs "
-                         "on axis 1; split the batch")
+        raise ValueError(f"batch * heads = {batch * heads} exceeds 65535 (the grid limit on axis 1); "
+                         "split the batch")
 
 
 def check_out(out, q, v):
