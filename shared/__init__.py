@@ -13,8 +13,10 @@ from .test_utils import (
     run_checks, test_correctness, tolerance,
 )
 from .steps import load_step
-from .validation import check_attention_inputs, check_grid_rows, check_out
+from .harness import run_step
+from .validation import check_attention_inputs, check_causal, check_grid_rows, check_out
 from .baselines import COLORS, naive_torch, sdpa_backend, standard_baselines, torch_sdpa
+from .gradients import compare_gradients, reference_gradients
 from .benchmark_utils import (
     attention_flops, attention_min_bytes, env_line, environment, load_results, measure,
     measure_ceilings, pivot_table, quick_benchmark, save_results, select, write_between_markers,
@@ -24,9 +26,9 @@ __all__ = [
     "DEVICE", "HAS_GPU", "INTERPRETER", "describe_runtime",
     "CHECK_SHAPES_FULL", "CHECK_SHAPES_QUICK", "CorrectnessResult", "make_qkv",
     "reference_attention", "run_checks", "test_correctness", "tolerance",
-    "load_step", "check_attention_inputs", "check_grid_rows", "check_out",
+    "load_step", "check_attention_inputs", "check_causal", "check_grid_rows", "check_out",
     "COLORS", "naive_torch", "sdpa_backend", "standard_baselines", "torch_sdpa",
     "attention_flops", "attention_min_bytes", "env_line", "environment", "load_results",
     "measure", "measure_ceilings", "pivot_table", "quick_benchmark", "save_results", "select",
-    "write_between_markers",
+    "write_between_markers", "run_step", "compare_gradients", "reference_gradients",
 ]

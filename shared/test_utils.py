@@ -41,16 +41,42 @@ def tolerance(dtype: torch.dtype) -> tuple[float, float]:
 
 def causal_mask(n_q: int, n_k: int, device=None) -> torch.Tensor:
     """Boolean (Nq, Nk) mask, True where query i may see key j (j <= i, top-left aligned)."""
+    return visibility_mask(n_q, n_k, causal=True, device=device)
+
+
+def visibility_mask(n_q: int, n_k: int, causal=False, window=None, device=None) -> torch.Tensor:
+    """Boolean (Nq, Nk) mask, True where query i may see key j.
+
+    ``causal``: False, True or "top_left" (key j <= i, SDPA's ``is_causal``), or
+    "lower_right" (j <= i + Nk - Nq: the last query sees the last key, as in a KV cache).
+    ``window=(left, right)``: key j visible iff i' - left <= j <= i' + right, where i' is
+    i, or i + Nk - Nq when causal is "lower_right"; -1 leaves a side unbounded; with
+    causal, the causal bound wins on the right.
+    """
     i = torch.arange(n_q, device=device)[:, None]
     j = torch.arange(n_k, device=device)[None, :]
-    return j <= i
+    if causal == "lower_right":
+        i = i + (n_k - n_q)
+    visible = torch.ones(n_q, n_k, dtype=torch.bool, device=device)
+    if causal:
+        visible &= j <= i
+    if window is not None:
+        left, right = window
+        if left >= 0:
+            visible &= j >= i - left
+        if right >= 0:
+            visible &= j <= i + right
+    return visible
 
 
-def reference_attention(q, k, v, causal=False, scale=None, compute_dtype=torch.float64):
-    """softmax(q k^T * scale [+ causal mask]) v, computed in ``compute_dtype``.
+def reference_attention(q, k, v, causal=False, scale=None, compute_dtype=torch.float64, window=None,
+                        return_lse=False):
+    """softmax(q k^T * scale [+ mask]) v, computed in ``compute_dtype``.
 
     Returns a tensor of ``compute_dtype`` (not rounded back to q's dtype), so
-    that a comparison measures the kernel's error, not the reference's.
+    that a comparison measures the kernel's error, not the reference's. ``causal``
+    and ``window`` as in ``visibility_mask``. A query that sees no key gets 0 (as
+    SDPA returns), and with ``return_lse`` a log-sum-exp of -inf: ``(out, lse)``.
     """
     _check_layout(q, k, v)
     d = q.shape[-1]
@@ -61,9 +87,13 @@ def reference_attention(q, k, v, causal=False, scale=None, compute_dtype=torch.f
         k = k.repeat_interleave(group, dim=1)
         v = v.repeat_interleave(group, dim=1)
     scores = (q @ k.transpose(-1, -2)) * scale
-    if causal:
-        scores = scores.masked_fill(~causal_mask(q.shape[2], k.shape[2], q.device), float("-inf"))
-    return torch.softmax(scores, dim=-1) @ v
+    if causal or window is not None:
+        visible = visibility_mask(q.shape[2], k.shape[2], causal, window, q.device)
+        scores = scores.masked_fill(~visible, float("-inf"))
+    lse = torch.logsumexp(scores, dim=-1)
+    probs = torch.exp(scores - lse.masked_fill(lse == float("-inf"), 0.0)[..., None])
+    out = probs @ v
+    return (out, lse) if return_lse else out
 
 
 def _check_layout(q, k, v):
@@ -142,7 +172,7 @@ def _poison_allocator(like: torch.Tensor):
 
 
 def test_correctness(fn, q, k, v, causal=False, scale=None, atol=None, rtol=None,
-                     max_mismatches=5, compute_dtype=torch.float64):
+                     max_mismatches=5, compute_dtype=torch.float64, window=None):
     """Run ``fn(q, k, v, ...)`` and compare it with ``reference_attention``.
 
     ``causal`` and ``scale`` are passed on only when set, so a plain
@@ -156,9 +186,11 @@ def test_correctness(fn, q, k, v, causal=False, scale=None, atol=None, rtol=None
 
     kwargs = {}
     if causal:
-        kwargs["causal"] = True
+        kwargs["causal"] = causal
     if scale is not None:
         kwargs["scale"] = scale
+    if window is not None:
+        kwargs["window"] = window
     if _accepts(fn, "out"):
         kwargs["out"] = torch.full(expected_shape, float("nan"), dtype=q.dtype, device=q.device)
     else:
@@ -166,7 +198,7 @@ def test_correctness(fn, q, k, v, causal=False, scale=None, atol=None, rtol=None
 
     out = fn(q, k, v, **kwargs)
     ref = reference_attention(q.detach(), k.detach(), v.detach(), causal=causal, scale=scale,
-                              compute_dtype=compute_dtype)
+                              compute_dtype=compute_dtype, window=window)
 
     def fail(message, max_abs=float("inf"), rel=float("inf"), mismatches=()):
         return CorrectnessResult(False, max_abs, rel, atol, rtol, message, list(mismatches))

@@ -6,6 +6,7 @@ word; a clear ``ValueError``/``TypeError`` up front is the friendlier failure.
 import math
 import numbers
 
+import numpy as np
 import torch
 
 from .runtime import INTERPRETER
@@ -13,8 +14,13 @@ from .runtime import INTERPRETER
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def check_attention_inputs(q, k, v, scale=None, *, allow_gqa=False, min_head_dim=1, max_head_dim=256):
-    """Raise TypeError/ValueError naming the problem; return (scale as float)."""
+def check_attention_inputs(q, k, v, scale=None, *, allow_gqa=False, min_head_dim=1, max_head_dim=256,
+                           offsets64=False):
+    """Raise TypeError/ValueError naming the problem; return (scale as float).
+
+    ``offsets64``: the kernel adds each (batch, head)'s offset in 64-bit integers, so only the
+    span of one (batch, head) slice must stay below 2^31 elements, not the whole tensor's.
+    """
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -22,10 +28,12 @@ def check_attention_inputs(q, k, v, scale=None, *, allow_gqa=False, min_head_dim
             raise ValueError(f"{name} must be 4-D (batch, heads, seq_len, head_dim), got shape {tuple(t.shape)}")
         if t.dtype not in SUPPORTED_DTYPES:
             raise TypeError(f"{name} has dtype {t.dtype}; supported: float16, bfloat16, float32")
-        span = 1 + sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride()))
+        dims = slice(2, 4) if offsets64 else slice(0, 4)
+        span = 1 + sum((size - 1) * abs(stride) for size, stride in zip(t.shape[dims], t.stride()[dims]))
         if span >= 2**31:  # the kernels compute element offsets in 32-bit integers
-            raise ValueError(f"{name} spans {span} elements; the kernels address at most 2^31 - 1 "
-                             "(32-bit offsets): split the batch")
+            where = "one (batch, head) slice of " if offsets64 else ""
+            raise ValueError(f"{where}{name} spans {span} elements; the kernels address at most "
+                             "2^31 - 1 (32-bit offsets): split the batch")
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not (q.device == k.device == v.device):
@@ -67,12 +75,60 @@ def check_grid_rows(batch, heads):
                          "split the batch")
 
 
-def check_out(out, q, v):
-    """Check a caller-supplied output buffer, or allocate one like q with v's head dim."""
+def check_out(out, q, v, *, inputs=(), offsets64=False):
+    """Check a caller-supplied output buffer, or allocate one like q with v's head dim.
+
+    ``inputs``: tensors ``out`` must not overlap (a kernel reading q while writing its
+    result over q computes garbage). ``offsets64`` as in ``check_attention_inputs``.
+    """
     shape = (*q.shape[:-1], v.shape[-1])
     if out is None:
         return torch.empty(shape, dtype=q.dtype, device=q.device)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != shape or out.dtype != q.dtype \
             or out.device != q.device:
         raise ValueError(f"out must be a {q.dtype} tensor of shape {shape} on {q.device}")
+    dims = range(2, out.dim()) if offsets64 else range(out.dim())
+    if 1 + sum((out.shape[i] - 1) * abs(out.stride(i)) for i in dims) >= 2**31:
+        raise ValueError("out spans 2^31 elements or more; the kernels address at most 2^31 - 1")
+    for name, t in zip("qkv", inputs):
+        if overlaps(out, t):
+            raise ValueError(f"out overlaps {name}'s memory: the kernel would overwrite its own input; "
+                             "pass a separate buffer")
     return out
+
+
+def overlaps(a, b):
+    """True when the memory ranges two tensors span intersect (a conservative test)."""
+    if a.numel() == 0 or b.numel() == 0 or a.device != b.device:
+        return False
+
+    def extent(t):
+        start = t.data_ptr()
+        span = 1 + sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride()))
+        return start, start + span * t.element_size()
+
+    (a0, a1), (b0, b1) = extent(a), extent(b)
+    return a0 < b1 and b0 < a1
+
+
+CAUSAL_ALIGNMENTS = ("top_left", "lower_right")
+
+
+def check_causal(causal, *, lower_right=False):
+    """``causal`` as the kernels take it: None (no mask), "top_left" or "lower_right".
+
+    True and "top_left" mean SDPA's ``is_causal`` (key j visible to query i iff j <= i);
+    "lower_right" aligns the last query with the last key (j <= i + Nk - Nq), as a KV cache
+    needs; only step 03 has it (``lower_right=True``).
+    """
+    if isinstance(causal, str):
+        if causal == "top_left" or (causal == "lower_right" and lower_right):
+            return causal
+        if causal == "lower_right":
+            raise ValueError("causal='lower_right' is supported by step 03's flash_attention only; "
+                             "here causal takes True, False or 'top_left'")
+        accepted = "True, False, 'top_left'" + (" or 'lower_right'" if lower_right else "")
+        raise ValueError(f"causal={causal!r} is not understood: use {accepted}")
+    if isinstance(causal, (bool, np.bool_)):
+        return "top_left" if causal else None
+    raise TypeError(f"causal must be a bool or one of {CAUSAL_ALIGNMENTS}, got {type(causal).__name__}")

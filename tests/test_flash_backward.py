@@ -139,7 +139,7 @@ def test_trainable_attention_end_to_end(api):
     if api == "custom_op":
         out = bwd.flash_attention(q, k, v, causal=True)
     else:
-        out = bwd.FlashAttentionFunction.apply(q, k, v, True, None)
+        out = bwd.FlashAttentionFunction.apply(q, k, v, bwd.attention_plan(q, k, v, causal=True))
     do = torch.randn_like(out)
     got = torch.autograd.grad(out, (q, k, v), do)
     exact_leaves = [t.detach().double().requires_grad_(True) for t in (q, k, v)]
@@ -180,12 +180,14 @@ def test_torch_compile_has_no_graph_break():
 
 def test_custom_ops_pass_opcheck():
     q, k, v = shared.make_qkv(1, 2, 9, 16, n_k=7, kv_heads=1, dtype=torch.float16)
-    torch.library.opcheck(torch.ops.triton_attention.flash_attn_fwd.default, (q, k, v, True, 0.25),
-                          test_utils=("test_schema", "test_faketensor"))
-    o, lse = reference_forward(q, k, v, causal=True, scale=0.25)
-    torch.library.opcheck(torch.ops.triton_attention.flash_attn_bwd.default,
-                          (torch.randn_like(o), q, k, v, o, lse, True, 0.25),
-                          test_utils=("test_schema", "test_faketensor"))
+    for flags in (("top_left", 0.25, -1, -1), ("lower_right", 0.25, 3, 0), ("", 0.5, -1, -1)):
+        torch.library.opcheck(torch.ops.triton_attention.flash_attn_fwd.default, (q, k, v, *flags),
+                              test_utils=("test_schema", "test_faketensor"))
+        o, lse = bwd.flash_attention_forward(q, k, v, causal=flags[0] or False, scale=flags[1],
+                                             window=flags[2:])
+        torch.library.opcheck(torch.ops.triton_attention.flash_attn_bwd.default,
+                              (torch.randn_like(o), q, k, v, o, lse, *flags),
+                              test_utils=("test_schema", "test_faketensor"))
 
 
 def test_bad_inputs_raise_clear_errors():

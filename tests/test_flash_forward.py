@@ -116,12 +116,13 @@ def test_poisoned_out_is_fully_written():
 
 
 @pytest.mark.skipif(not shared.HAS_GPU, reason="the tuned configs are GPU-only")
-@pytest.mark.parametrize("config", [(128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 8, 4)])
+@pytest.mark.parametrize("config", [(128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 8, 4),
+                                    (16, 64, 4, 3), (16, 128, 4, 3), (64, 64, 4, 2)])
 def test_every_candidate_config_on_gpu(config):
     q, k, v = shared.make_qkv(2, 4, 1000, 128, n_k=1100, kv_heads=2, dtype=F16)
 
     def fn(q, k, v, causal=False, scale=None):
-        return step03._forward(q, k, v, causal=causal, scale=scale, config=config)[0]
+        return flash_attention_forward(q, k, v, causal=causal, scale=scale, config=config)[0]
     for causal in (False, True):
         result = shared.test_correctness(fn, q, k, v, causal=causal)
         assert result.passed, str(result)
@@ -144,7 +145,11 @@ def _qkv(q=(1, 2, 8, 16), k=(1, 2, 8, 16), v=(1, 2, 8, 16), dtype=F16):
     (_qkv(dtype=torch.float64), {}, TypeError, "supported: float16"),
     (_qkv(), {"scale": float("nan")}, ValueError, "scale must be finite"),
     (_qkv(), {"scale": "big"}, TypeError, "scale must be a real number"),
-    (_qkv(), {"causal": "yes"}, TypeError, "causal must be a bool"),
+    (_qkv(), {"causal": "yes"}, ValueError, "causal='yes' is not understood"),
+    (_qkv(), {"causal": 1}, TypeError, "causal must be a bool"),
+    (_qkv(), {"window": (3, -2)}, ValueError, "window sides must be >= -1"),
+    (_qkv(), {"window": 5}, TypeError, "window must be a pair of ints"),
+    (_qkv(), {"window": (2.0, 1)}, TypeError, "window must be a pair of ints"),
 ])
 def test_bad_inputs_raise_clear_errors(args, kwargs, error, message):
     with pytest.raises(error, match=message):
@@ -173,7 +178,7 @@ def test_wrong_device_raises():
 
 
 def test_math_helper_constants():
-    assert math.isclose(step03.LOG2E * step03.LN2, 1.0, rel_tol=1e-15)
+    assert math.isclose(step03.LOG2E.value * step03.LN2.value, 1.0, rel_tol=1e-15)
 
 
 def test_too_many_batch_heads_raises():
