@@ -830,6 +830,7 @@ def backward_config(block_d, dtype):
 # computes their specialisation key and looks the binary up, ~10 us a launch. A launcher
 # below does that once per argument "variant" and then calls the compiled binary directly.
 FAST_LAUNCH = not shared.INTERPRETER  # a switch, so the benchmark can measure what it saves
+_current_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # what Triton itself calls
 
 
 class KernelLauncher:
@@ -849,14 +850,14 @@ class KernelLauncher:
         binary = self.binaries.get(variant) if FAST_LAUNCH else None
         if binary is None:
             compiled = self.kernel[self.grid](*args, **self.meta)
-            if FAST_LAUNCH and triton.knobs.runtime.launch_enter_hook is None:
+            if FAST_LAUNCH and _current_stream is not None and triton.knobs.runtime.launch_enter_hook is None:
                 names = self.kernel.arg_names[len(args):]  # the compile-time arguments, in order
                 self.binaries[variant] = (compiled.run, compiled.function, compiled.packed_metadata,
                                           tuple(self.meta[n] for n in names))
             return
         run, function, metadata, constants = binary
-        stream = torch.cuda.current_stream().cuda_stream
-        run(*self.grid, stream, function, metadata, None, None, None, *args, *constants)
+        run(*self.grid, _current_stream(args[0].device.index), function, metadata, None, None, None, *args,
+            *constants)
 
 
 def _aligned(*tensors):
@@ -1091,6 +1092,7 @@ class AttentionPlan:
 
 
 _PLANS = {}  # (shapes, strides, dtypes, devices, flags) -> AttentionPlan
+MULTI_GPU = shared.HAS_GPU and torch.cuda.device_count() > 1
 MAX_PLANS = 4096  # decoding sees a new key length every step: keep the cache bounded
 
 
@@ -1108,6 +1110,10 @@ def attention_plan(q, k, v, causal=False, scale=None, window=None):
             if len(_PLANS) >= MAX_PLANS:
                 _PLANS.clear()
             _PLANS[key] = plan
+    if MULTI_GPU and plan.device.index != torch.cuda.current_device():
+        raise ValueError(f"inputs are on {plan.device}, but the current device is cuda:"
+                         f"{torch.cuda.current_device()}: Triton launches on the current device "
+                         "(use torch.cuda.set_device or `with torch.cuda.device(...)`)")
     return plan
 
 
