@@ -97,7 +97,7 @@ def attention_tile_loop(
     q,  # (BLOCK_M, BLOCK_D) query tile, loaded once by the caller
     k_base, v_base,  # pointers to key 0 of this (batch, K/V head, sequence), 64-bit offsets included
     stride_kn, stride_kd, stride_vn, stride_vd,  # element strides of K and V rows / columns
-    start, end,  # key range [start, end) of this loop; start is a multiple of BLOCK_N
+    lo, full_lo, full_hi, hi,  # MASKED: the tiles of [lo, full_lo) and [full_hi, hi); else [full_lo, full_hi)
     q_idx,  # (BLOCK_M,) query index i of each row, within its sequence
     seqlen_k, shift,  # keys in this sequence; i' = i + shift is where row i sits among the keys
     window_left, window_right,  # row i sees keys [i' - left, i' + right] (UNBOUNDED: no limit)
@@ -113,8 +113,15 @@ def attention_tile_loop(
     d_mask = offs_d < HEAD_DIM  # all true when HEAD_DIM is a power of two: compiled away
     first_key = q_idx + shift - window_left  # (BLOCK_M,) first and last key each row may see
     last_key = q_idx + shift + window_right
-    for start_n in range(start, end, BLOCK_N):
-        start_n = tl.multiple_of(start_n, BLOCK_N)
+    if MASKED:
+        tiles = edge_tiles(lo, full_lo, full_hi, hi, BLOCK_N)
+    else:
+        tiles = tl.cdiv(full_hi - full_lo, BLOCK_N)
+    for tile in range(0, tiles):
+        if MASKED:
+            start_n = edge_tile(tile, lo, full_lo, full_hi, BLOCK_N)
+        else:
+            start_n = tl.multiple_of(full_lo + tile * BLOCK_N, BLOCK_N)
         cols = start_n + offs_n  # key indices of this tile
         # ---- S = Q K^T ------------------------------------------------ read BLOCK_N x D of K
         k_ptrs = k_base + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd
@@ -164,6 +171,24 @@ def attention_tile_loop(
         # P is rounded to the input type (fp16/bf16) so the second product runs on tensor cores.
         acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
     return acc, m_i, l_i
+
+
+@triton.jit
+def edge_tile(tile, lo, full_lo, full_hi, BLOCK: tl.constexpr):
+    """Start of the `tile`-th masked tile: those of [lo, full_lo), then those from full_hi on.
+
+    One loop over both edges of a mask instead of two: the online softmax (and the gradient
+    sums) do not care about the order of the tiles, and one loop body is fewer registers.
+    """
+    left_tiles = tl.cdiv(full_lo - lo, BLOCK)
+    return tl.multiple_of(tl.where(tile < left_tiles, lo + tile * BLOCK, full_hi + (tile - left_tiles) * BLOCK),
+                          BLOCK)
+
+
+@triton.jit
+def edge_tiles(lo, full_lo, full_hi, hi, BLOCK: tl.constexpr):
+    """How many masked tiles [lo, full_lo) and [full_hi, hi) hold together."""
+    return tl.cdiv(full_lo - lo, BLOCK) + tl.cdiv(hi - full_hi, BLOCK)
 
 
 @triton.jit
@@ -264,17 +289,17 @@ def flash_attention_forward_kernel(
     if PACK_GQA:
         member = offs_m // seqlen_q  # which query head of the group this row belongs to
         q_idx = offs_m - member * seqlen_q
-        head_offset = (kv_head * group + member).to(tl.int64)  # (BLOCK_M,)
         first_row = tl.min(tl.where(row_valid, q_idx, seqlen_q), 0)
         last_row = tl.max(tl.where(row_valid, q_idx, 0), 0)
+        q_rows = (kv_head * group + member) * stride_qh + q_idx * stride_qn  # where each row starts
     else:
         q_idx = offs_m
-        head_offset = head.to(tl.int64)
         first_row = pid_m * BLOCK_M
         last_row = tl.minimum(first_row + BLOCK_M, seqlen_q) - 1
-    q_rows = head_offset * stride_qh + q_idx * stride_qn  # where each row starts
-    o_rows = head_offset * stride_oh + q_idx * stride_on
-    lse_rows = head_offset * stride_lh + q_idx * stride_ln
+        q_base += head.to(tl.int64) * stride_qh
+        o_base += head.to(tl.int64) * stride_oh
+        lse_base += head.to(tl.int64) * stride_lh
+        q_rows = q_idx * stride_qn
 
     q = tl.load(q_base + q_rows[:, None] + offs_d[None, :] * stride_qd,
                 mask=row_valid[:, None] & d_mask[None, :], other=0.0)  # read BLOCK_M x D once
@@ -297,17 +322,16 @@ def flash_attention_forward_kernel(
         full_hi = tl.maximum(tl.minimum(full_hi, hi), full_lo)
         o_base += split.to(tl.int64) * stride_o_split
         lse_base += split.to(tl.int64) * stride_lse_split
-    acc, m_i, l_i = attention_tile_loop(  # the left edge of a window
+    # The bulk of the work first: whole tiles every row sees, no masks. Then, in one loop (the
+    # online softmax does not care about the order of the tiles), the tiles on the mask's
+    # edges: a window's left edge, the causal diagonal or a window's right edge, the ragged end.
+    acc, m_i, l_i = attention_tile_loop(
         acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-        lo, full_lo, q_idx, seqlen_k, shift, window_left, window_right, qk_scale,
-        True, HEAD_DIM, BLOCK_D, BLOCK_N, NEG_SCALE, UPCAST_DOT, DOT_PRECISION)
-    acc, m_i, l_i = attention_tile_loop(  # the bulk of the work: whole tiles, no masks
-        acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-        full_lo, full_hi, q_idx, seqlen_k, shift, window_left, window_right, qk_scale,
+        lo, full_lo, full_hi, hi, q_idx, seqlen_k, shift, window_left, window_right, qk_scale,
         False, HEAD_DIM, BLOCK_D, BLOCK_N, NEG_SCALE, UPCAST_DOT, DOT_PRECISION)
-    acc, m_i, l_i = attention_tile_loop(  # the causal diagonal, a window's right edge, the ragged end
+    acc, m_i, l_i = attention_tile_loop(
         acc, m_i, l_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-        full_hi, hi, q_idx, seqlen_k, shift, window_left, window_right, qk_scale,
+        lo, full_lo, full_hi, hi, q_idx, seqlen_k, shift, window_left, window_right, qk_scale,
         True, HEAD_DIM, BLOCK_D, BLOCK_N, NEG_SCALE, UPCAST_DOT, DOT_PRECISION)
 
     # ---- epilogue: normalise, write O and the logsumexp -------------- write BLOCK_M x D + BLOCK_M
@@ -315,9 +339,21 @@ def flash_attention_forward_kernel(
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
     lse = (m_i + tl.math.log2(l_safe)) * LN2  # log2 domain -> natural log
+    # Row offsets recomputed here, not kept in registers through the loops: at 8 warps, 128
+    # registers a thread is the line between two programs per SM and one.
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_valid = offs_m < rows
+    if PACK_GQA:
+        member = offs_m // seqlen_q
+        head_rows = kv_head * group + member
+        o_rows = head_rows * stride_oh + (offs_m - member * seqlen_q) * stride_on
+        lse_rows = head_rows * stride_lh + (offs_m - member * seqlen_q) * stride_ln
+    else:
+        o_rows = offs_m * stride_on
+        lse_rows = offs_m * stride_ln
     tl.store(lse_base + lse_rows, lse, mask=row_valid)
     tl.store(o_base + o_rows[:, None] + offs_d[None, :] * stride_od, out.to(o_ptr.dtype.element_ty),
-             mask=row_valid[:, None] & d_mask[None, :])
+             mask=row_valid[:, None] & (offs_d[None, :] < HEAD_DIM))
 
 
 @triton.jit
@@ -556,23 +592,17 @@ def _bwd_dkdv_kernel(
         lse_base = lse_base0 + head * stride_lh
         delta_base = delta_base0 + head * stride_lh
         dq_acc_base = dq_acc_ptr + ((batch.to(tl.int64) * n_heads + head) * n_q) * BLOCK_D
-        for start_m in range(lo, full_lo, BLOCK_M):  # the left edge
-            dk, dv = _bwd_dkdv_tile(dk, dv, k, v, q_base, do_base, lse_base, delta_base, dq_acc_base,
-                                    stride_qn, stride_qd, stride_don, stride_dod, stride_ln,
-                                    offs_n, offs_d, start_m, seqlen_q, seqlen_k, shift,
-                                    window_left, window_right, scale, qk_scale,
-                                    True, DQ_ATOMIC, HEAD_DIM, BLOCK_D, DOT_DTYPE, DOT_PRECISION, BLOCK_M)
         for start_m in range(full_lo, full_hi, BLOCK_M):  # rows that see the whole block: no masks
             dk, dv = _bwd_dkdv_tile(dk, dv, k, v, q_base, do_base, lse_base, delta_base, dq_acc_base,
                                     stride_qn, stride_qd, stride_don, stride_dod, stride_ln,
                                     offs_n, offs_d, start_m, seqlen_q, seqlen_k, shift,
                                     window_left, window_right, scale, qk_scale,
                                     False, DQ_ATOMIC, HEAD_DIM, BLOCK_D, DOT_DTYPE, DOT_PRECISION, BLOCK_M)
-        for start_m in range(full_hi, hi, BLOCK_M):  # the causal diagonal, the right edge, ragged rows
+        for tile in range(0, edge_tiles(lo, full_lo, full_hi, hi, BLOCK_M)):  # both edges, masked
             dk, dv = _bwd_dkdv_tile(dk, dv, k, v, q_base, do_base, lse_base, delta_base, dq_acc_base,
                                     stride_qn, stride_qd, stride_don, stride_dod, stride_ln,
-                                    offs_n, offs_d, start_m, seqlen_q, seqlen_k, shift,
-                                    window_left, window_right, scale, qk_scale,
+                                    offs_n, offs_d, edge_tile(tile, lo, full_lo, full_hi, BLOCK_M),
+                                    seqlen_q, seqlen_k, shift, window_left, window_right, scale, qk_scale,
                                     True, DQ_ATOMIC, HEAD_DIM, BLOCK_D, DOT_DTYPE, DOT_PRECISION, BLOCK_M)
 
     dk *= scale  # dK = c * dS^T Q: the scale once per element, not once per tile
@@ -699,17 +729,14 @@ def _bwd_dq_kernel(
     last_row = tl.minimum(start_m + BLOCK_M, seqlen_q) - 1
     lo, full_lo, full_hi, hi = visible_ranges(start_m, last_row, seqlen_k, shift,
                                               window_left, window_right, BLOCK_N)
-    for start_n in range(lo, full_lo, BLOCK_N):
-        dq = _bwd_dq_tile(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-                          offs_m, offs_d, start_n, seqlen_k, shift, window_left, window_right, qk_scale,
-                          True, HEAD_DIM, BLOCK_D, DOT_DTYPE, DOT_PRECISION, BLOCK_N)
-    for start_n in range(full_lo, full_hi, BLOCK_N):
+    for start_n in range(full_lo, full_hi, BLOCK_N):  # keys every row sees: no masks
         dq = _bwd_dq_tile(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
                           offs_m, offs_d, start_n, seqlen_k, shift, window_left, window_right, qk_scale,
                           False, HEAD_DIM, BLOCK_D, DOT_DTYPE, DOT_PRECISION, BLOCK_N)
-    for start_n in range(full_hi, hi, BLOCK_N):
+    for tile in range(0, edge_tiles(lo, full_lo, full_hi, hi, BLOCK_N)):  # both edges, masked
         dq = _bwd_dq_tile(dq, q, do, lse2, delta, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-                          offs_m, offs_d, start_n, seqlen_k, shift, window_left, window_right, qk_scale,
+                          offs_m, offs_d, edge_tile(tile, lo, full_lo, full_hi, BLOCK_N), seqlen_k, shift,
+                          window_left, window_right, qk_scale,
                           True, HEAD_DIM, BLOCK_D, DOT_DTYPE, DOT_PRECISION, BLOCK_N)
     dq *= scale
     tl.store(dq_base + offs_m[:, None] * stride_dqn + offs_d[None, :] * stride_dqd,
