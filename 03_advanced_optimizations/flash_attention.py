@@ -217,10 +217,10 @@ def flash_attention_forward_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr,  # q (B, H, Nq, D), k/v (B, Hkv, Nk, D), o like q; packed: (tokens, heads, D)
     lse_ptr,  # (B, H, Nq) fp32: natural-log logsumexp of each row's scaled scores (-inf: no key seen)
     cu_seqlens_q_ptr, cu_seqlens_k_ptr,  # VARLEN: (B + 1,) int32 offsets of each packed sequence
-    stride_qb, stride_qh, stride_qn, stride_qd,  # element strides (any layout; 0 for a packed batch)
+    stride_ob, stride_oh, stride_on, stride_od,  # element strides (any layout; 0 for a packed batch)
+    stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
-    stride_ob, stride_oh, stride_on, stride_od,
     stride_lb, stride_lh, stride_ln,  # lse strides
     stride_o_split, stride_lse_split,  # SPLIT: one partial (o, lse) per key split, fp32
     n_heads,  # H
@@ -515,10 +515,10 @@ def _bwd_dkdv_kernel(
     dk_ptr, dv_ptr,  # out, like k
     dq_acc_ptr,  # DQ_ATOMIC: (B, H, Nq, BLOCK_D) fp32, zeroed; unused otherwise
     cu_seqlens_q_ptr, cu_seqlens_k_ptr,  # VARLEN: (B + 1,) int32
+    stride_dob, stride_doh, stride_don, stride_dod,  # dO's first: it comes in whatever layout
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
-    stride_dob, stride_doh, stride_don, stride_dod,
     stride_dkb, stride_dkh, stride_dkn, stride_dkd,
     stride_dvb, stride_dvh, stride_dvn, stride_dvd,
     stride_lb, stride_lh, stride_ln,
@@ -661,11 +661,11 @@ def _bwd_dq_kernel(
     lse_ptr, delta_ptr,  # (B, H, Nq) fp32, lse's strides: lse in, delta = rowsum(dO * O) out
     dq_ptr,  # out, like q
     cu_seqlens_q_ptr, cu_seqlens_k_ptr,
+    stride_ob, stride_oh, stride_on, stride_od,  # O and dO first: they come in whatever layout
+    stride_dob, stride_doh, stride_don, stride_dod,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
-    stride_ob, stride_oh, stride_on, stride_od,
-    stride_dob, stride_doh, stride_don, stride_dod,
     stride_dqb, stride_dqh, stride_dqn, stride_dqd,
     stride_lb, stride_lh, stride_ln,
     n_heads, group, n_q, n_k,
@@ -898,15 +898,7 @@ def _layout_like(t, shape, dtype):
     Models project q, k, v as (B, N, H, D) and view them as (B, H, N, D); giving the output
     (and the gradients) the same memory order makes the model's transpose back free, as SDPA does.
     """
-    if t.dim() == 4 and t.stride(1) < t.stride(2):  # heads inside sequence positions
-        b, h, n, d = shape
-        return torch.empty((b, n, h, d), dtype=dtype, device=t.device).transpose(1, 2)
-    return torch.empty(shape, dtype=dtype, device=t.device)
-
-
-def _slice_span(t, dims):
-    """Elements one slice of `t` over `dims` spans (the kernels add such offsets in 32 bits)."""
-    return 1 + sum((t.shape[i] - 1) * abs(t.stride(i)) for i in dims if t.shape[i] > 0)
+    return torch.empty_strided(shape, _like_strides(t), dtype=dtype, device=t.device)
 
 
 def _check_window(window):
@@ -926,7 +918,8 @@ class AttentionPlan:
     """Everything about a call that depends only on shapes, strides, dtype and flags.
 
     Built (and the inputs checked) once per such combination, then looked up: the hot path
-    of a call is a dictionary lookup, two or three allocations and the launches.
+    of a call is a dictionary lookup, the allocations and the launches, with every argument
+    that does not change between calls packed into a tuple here.
     Tensors are described in one (batch, head, position, dim) convention: a packed batch
     (varlen) has batch stride 0 and its sequences' offsets in cu_seqlens.
     """
@@ -934,32 +927,36 @@ class AttentionPlan:
     def __init__(self, q, k, v, causal, scale, window, varlen=None, config=None, num_splits=None):
         if varlen is None:
             self.scale = shared.check_attention_inputs(q, k, v, scale, allow_gqa=True, min_head_dim=16,
-                                                       max_head_dim=256, offsets64=True)
+                                                       max_head_dim=256, offsets64=True, differentiable=True)
             batch, heads, n_q, head_dim = q.shape
             kv_heads, n_k = k.shape[1], k.shape[2]
             self.q_strides, self.k_strides, self.v_strides = q.stride(), k.stride(), v.stride()
             self.o_shape, self.lse_shape = tuple(q.shape), (batch, heads, n_q)
             self.lse_strides = (heads * n_q, n_q, 1)
-            self.o_strides = _layout_like(q, (0, heads, n_q, head_dim), q.dtype).stride()
+            # outputs laid out like their inputs: (B, N, H, D) memory for (B, N, H, D) views
+            self.o_strides = self.dq_strides = _like_strides(q)
+            self.dk_strides, self.dv_strides = _like_strides(k), _like_strides(v)
         else:
             batch, n_q, n_k = varlen  # (sequences, longest query sequence, longest key sequence)
             self.scale = check_varlen_inputs(q, k, v, scale, n_q, n_k)
             heads, head_dim, kv_heads = q.shape[1], q.shape[2], k.shape[1]
-            packed = lambda t: (0, t.stride(1), t.stride(0), t.stride(2))  # noqa: E731
-            self.q_strides, self.k_strides, self.v_strides = packed(q), packed(k), packed(v)
+            self.q_strides, self.k_strides, self.v_strides = _packed(q.stride()), _packed(k.stride()), \
+                _packed(v.stride())
             self.o_shape, self.lse_shape = tuple(q.shape), (heads, q.shape[0])
-            self.o_strides = (0, head_dim, heads * head_dim, 1)
             self.lse_strides = (0, q.shape[0], 1)
+            self.o_strides = self.dq_strides = _packed(_like_strides(q))
+            self.dk_strides, self.dv_strides = _packed(_like_strides(k)), _packed(_like_strides(v))
         self.varlen = varlen is not None
         self.alignment = shared.check_causal(causal, lower_right=True)
         self.window_left, self.window_right = _check_window(window)
         if self.alignment:  # causal: the right edge is the diagonal (or tighter)
             self.window_right = min(self.window_right, 0)
         self.lower_right = int(self.alignment == "lower_right")
-        self.batch, self.heads, self.kv_heads, self.group = batch, heads, kv_heads, heads // kv_heads
+        self.batch, self.heads, self.kv_heads, self.group = batch, heads, kv_heads, heads // max(kv_heads, 1)
         self.n_q, self.n_k, self.head_dim = n_q, n_k, head_dim
         self.block_d = max(16, triton.next_power_of_2(head_dim))
         self.dtype, self.device = q.dtype, q.device
+        self.shapes = (tuple(q.shape), tuple(k.shape), tuple(v.shape))
         self.qk_scale = self.scale * LOG2E.value
         self.empty = min(batch, heads, n_q) == 0
         self.no_keys = n_k == 0
@@ -973,11 +970,6 @@ class AttentionPlan:
             (tl.float16 if q.dtype == torch.float16 else tl.bfloat16)
         self._plan_forward(upcast, config, num_splits)
         self._backward = None  # planned on the first backward call
-
-    def _new_output(self, like):
-        if self.varlen:
-            return torch.empty(self.o_shape, dtype=self.dtype, device=self.device)
-        return _layout_like(like, self.o_shape, self.dtype)
 
     # ---- forward
     def _plan_forward(self, upcast, config, num_splits):
@@ -1001,43 +993,55 @@ class AttentionPlan:
                     HEAVY_FIRST=bool(self.alignment) and self.window_left >= UNBOUNDED and not pack,
                     VARLEN=self.varlen, PACK_GQA=pack, SPLIT=splits > 1,
                     BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages)
-        grid = (-(-rows // block_m), row_programs, splits)
-        self.forward_launch = KernelLauncher(flash_attention_forward_kernel, grid, meta)
-        self.scalars = (self.heads, self.group, self.n_q, self.n_k, self.qk_scale, self.window_left,
-                        self.window_right, self.lower_right, keys_per_split)
+        self.forward_launch = KernelLauncher(flash_attention_forward_kernel,
+                                             (-(-rows // block_m), row_programs, splits), meta)
+        # every argument after o's strides, as the kernel takes them
+        scalars = (self.heads, self.group, self.n_q, self.n_k, self.qk_scale, self.window_left,
+                   self.window_right, self.lower_right, keys_per_split)
+        self.forward_tail = (*self.q_strides, *self.k_strides, *self.v_strides, *self.lse_strides, 0, 0,
+                             *scalars)
         if splits > 1:
-            merge_meta = dict(HEAD_DIM=self.head_dim, BLOCK_D=self.block_d, BLOCK_M=16 if shared.INTERPRETER
-                              else 32, num_warps=4)
-            rows_total = self.lse_shape[-1]
-            merge_grid = (-(-rows_total // merge_meta["BLOCK_M"]), self.batch * self.heads if not self.varlen
-                          else self.heads, 1)
+            # flash-decoding: each split writes a partial (o, lse) in fp32, one kernel merges them
+            self.part_shapes = ((splits, *self.o_shape), (splits, *self.lse_shape))
+            o_part = torch.empty(self.part_shapes[0], device="meta")
+            lse_part = torch.empty(self.part_shapes[1], device="meta")
+            part = (0, o_part.stride(2), o_part.stride(1), 1) if self.varlen else o_part.stride()[1:]
+            part_lse = (0, *lse_part.stride()[1:]) if self.varlen else lse_part.stride()[1:]
+            self.split_tail = (*self.q_strides, *self.k_strides, *self.v_strides, *part_lse, o_part.stride(0),
+                               lse_part.stride(0), *scalars)
+            self.part_strides = part
+            self.merge_tail = (*part, o_part.stride(0), *part_lse, lse_part.stride(0))
+            merge_meta = dict(HEAD_DIM=self.head_dim, BLOCK_D=self.block_d,
+                              BLOCK_M=16 if shared.INTERPRETER else 32, num_warps=4)
+            merge_grid = (-(-self.lse_shape[-1] // merge_meta["BLOCK_M"]),
+                          self.heads if self.varlen else self.batch * self.heads, 1)
             self.merge_launch = KernelLauncher(merge_splits_kernel, merge_grid, merge_meta)
 
     def forward(self, q, k, v, out=None, cu_seqlens_q=None, cu_seqlens_k=None):
         """(o, lse) for these inputs (whose layout this plan was made for)."""
-        o = self._new_output(q) if out is None else out
+        if out is None:
+            o = torch.empty_strided(self.o_shape, self.o_strides, dtype=self.dtype, device=self.device)
+            o_strides, variant = self.o_strides, not ((q.data_ptr() | k.data_ptr() | v.data_ptr()) & 15)
+        else:
+            o = out
+            o_strides = _packed(out.stride()) if self.varlen else out.stride()
+            variant = (_aligned(q, k, v, out), o_strides)
         lse = torch.empty(self.lse_shape, dtype=torch.float32, device=self.device)
         if self.empty or self.no_keys:  # SDPA's answer: an empty result, or zeros (no key to see)
             return o.zero_(), lse.fill_(float("-inf"))
-        o_strides = self.o_strides if out is None else out.stride()
-        cu_q, cu_k = (cu_seqlens_q, cu_seqlens_k) if self.varlen else (lse, lse)  # unused when dense
-        variant = (_aligned(q, k, v, cu_q, cu_k), None if out is None else (o_strides, _aligned(out)))
+        if self.varlen:
+            cu_q, cu_k = cu_seqlens_q, cu_seqlens_k
+            variant = (variant, _aligned(cu_q, cu_k))
+        else:
+            cu_q = cu_k = lse  # unused by the kernel
         if self.splits == 1:
-            self.forward_launch(variant, q, k, v, o, lse, cu_q, cu_k, *self.q_strides, *self.k_strides,
-                                *self.v_strides, *o_strides, *self.lse_strides, 0, 0, *self.scalars)
+            self.forward_launch(variant, q, k, v, o, lse, cu_q, cu_k, *o_strides, *self.forward_tail)
             return o, lse
-        # flash-decoding: each split writes a partial (o, lse) in fp32, one kernel merges them
-        o_part = torch.empty((self.splits, *self.o_shape), dtype=torch.float32, device=self.device)
-        lse_part = torch.empty((self.splits, *self.lse_shape), dtype=torch.float32, device=self.device)
-        part_strides = (0, o_part.stride(2), o_part.stride(1), 1) if self.varlen else o_part.stride()[1:]
-        part_lse_strides = (0, *lse_part.stride()[1:]) if self.varlen else lse_part.stride()[1:]
-        self.forward_launch(variant, q, k, v, o_part, lse_part, cu_q, cu_k, *self.q_strides, *self.k_strides,
-                            *self.v_strides, *part_strides, *part_lse_strides, o_part.stride(0),
-                            lse_part.stride(0), *self.scalars)
-        rows = self.lse_shape[-1]
-        self.merge_launch(variant[1], o_part, lse_part, o, lse, *part_strides, o_part.stride(0),
-                          *part_lse_strides, lse_part.stride(0), *o_strides, *self.lse_strides,
-                          self.heads, rows, self.splits)
+        o_part = torch.empty(self.part_shapes[0], dtype=torch.float32, device=self.device)
+        lse_part = torch.empty(self.part_shapes[1], dtype=torch.float32, device=self.device)
+        self.forward_launch(variant, q, k, v, o_part, lse_part, cu_q, cu_k, *self.part_strides, *self.split_tail)
+        self.merge_launch(variant, o_part, lse_part, o, lse, *self.merge_tail, *o_strides, *self.lse_strides,
+                          self.heads, self.lse_shape[-1], self.splits)
         return o, lse
 
     # ---- backward
@@ -1047,75 +1051,97 @@ class AttentionPlan:
         common = dict(HEAD_DIM=self.head_dim, BLOCK_D=self.block_d, DOT_DTYPE=self.dot_dtype,
                       DOT_PRECISION=self.precision, VARLEN=self.varlen)
         n_q, n_k = max(self.n_q, 1), max(self.n_k, 1)
-        dq_grid = (-(-n_q // block_m2), self.batch * self.heads, 1)
         dkdv_grid = (-(-n_k // block_n1), self.batch * self.kv_heads, 1)
-        launchers = {
-            "dq": KernelLauncher(_bwd_dq_kernel, dq_grid, dict(
+        rule = (self.heads, self.group, self.n_q, self.n_k)
+        mask = (self.window_left, self.window_right, self.lower_right)
+        return {
+            "dq": KernelLauncher(_bwd_dq_kernel, (-(-n_q // block_m2), self.batch * self.heads, 1), dict(
                 common, BLOCK_M=block_m2, BLOCK_N=block_n2, num_warps=warps2, num_stages=stages2)),
+            "dq_tail": (*self.q_strides, *self.k_strides, *self.v_strides, *self.dq_strides, *self.lse_strides,
+                        *rule, self.qk_scale, self.scale, *mask),
             "dkdv": KernelLauncher(_bwd_dkdv_kernel, dkdv_grid, dict(
                 common, DQ_ATOMIC=False, BLOCK_M=block_m1, BLOCK_N=block_n1, num_warps=warps1,
                 num_stages=stages1)),
             "dkdv_atomic": KernelLauncher(_bwd_dkdv_kernel, dkdv_grid, dict(
                 common, DQ_ATOMIC=True, BLOCK_M=block_m1, BLOCK_N=block_n1, num_warps=warps1,
                 num_stages=stages1)),
+            "dkdv_tail": (*self.q_strides, *self.k_strides, *self.v_strides, *self.dk_strides, *self.dv_strides,
+                          *self.lse_strides, *rule, self.scale, self.qk_scale, *mask),
             "delta": KernelLauncher(_bwd_preprocess_kernel, (-(-n_q // 64), self.batch * self.heads, 1),
                                     dict(HEAD_DIM=self.head_dim, BLOCK_D=self.block_d, BLOCK_M=64)),
         }
-        return launchers
 
     def backward(self, do, q, k, v, o, lse, cu_seqlens_q=None, cu_seqlens_k=None, dq_atomic=False,
                  config=None):
-        """(dq, dk, dv): dq laid out like q, dk and dv like k."""
-        if self._backward is None or config is not None:
-            launchers = self._plan_backward(config)
-            if config is not None:  # a one-off tiling (tuning scripts): not kept
-                return self._run_backward(launchers, do, q, k, v, o, lse, cu_seqlens_q, cu_seqlens_k,
-                                          dq_atomic)
-            self._backward = launchers
+        """(dq, dk, dv): dq laid out like q, dk and dv like k and v."""
+        if config is not None:  # a one-off tiling (tuning scripts): not kept
+            return self._run_backward(self._plan_backward(config), do, q, k, v, o, lse, cu_seqlens_q,
+                                      cu_seqlens_k, dq_atomic)
+        if self._backward is None:
+            self._backward = self._plan_backward(None)
         return self._run_backward(self._backward, do, q, k, v, o, lse, cu_seqlens_q, cu_seqlens_k, dq_atomic)
 
     def _run_backward(self, launch, do, q, k, v, o, lse, cu_q, cu_k, dq_atomic):
-        if self.varlen:
-            dq, dk, dv = (torch.empty_like(t) for t in (q, k, v))
-        else:
-            dq = _layout_like(q, q.shape, q.dtype)
-            dk = _layout_like(k, k.shape, k.dtype)
-            dv = _layout_like(v, v.shape, v.dtype)
+        q_shape, k_shape, v_shape = self.shapes
+        dq = torch.empty_strided(q_shape, self.dq_strides if not self.varlen else _unpacked(self.dq_strides),
+                                 dtype=self.dtype, device=self.device)
+        dk = torch.empty_strided(k_shape, self.dk_strides if not self.varlen else _unpacked(self.dk_strides),
+                                 dtype=self.dtype, device=self.device)
+        dv = torch.empty_strided(v_shape, self.dv_strides if not self.varlen else _unpacked(self.dv_strides),
+                                 dtype=self.dtype, device=self.device)
         if self.empty or self.no_keys:  # no key seen: no gradient anywhere
             return dq.zero_(), dk.zero_(), dv.zero_()
-        # dO comes from autograd in any layout; offsets inside one slice are 32-bit
-        dims = (0, 2) if self.varlen else (2, 3)
-        if _slice_span(do, dims) >= 2**31 or _slice_span(o, dims) >= 2**31:
-            do, o = do.contiguous(), o.contiguous()
-        do_strides = (0, do.stride(1), do.stride(0), do.stride(2)) if self.varlen else do.stride()
-        o_strides = (0, o.stride(1), o.stride(0), o.stride(2)) if self.varlen else o.stride()
-        dq_strides = (0, dq.stride(1), dq.stride(0), dq.stride(2)) if self.varlen else dq.stride()
-        dk_strides = (0, dk.stride(1), dk.stride(0), dk.stride(2)) if self.varlen else dk.stride()
-        dv_strides = (0, dv.stride(1), dv.stride(0), dv.stride(2)) if self.varlen else dv.stride()
-        cu_q, cu_k = (cu_q, cu_k) if self.varlen else (lse, lse)
+        do_strides, o_strides = do.stride(), o.stride()
+        if self.varlen:
+            do_strides, o_strides = _packed(do_strides), _packed(o_strides)
+        # dO comes from autograd in any layout, and offsets inside one (batch, head) are 32-bit
+        if (self.n_q - 1) * abs(do_strides[2]) + (self.head_dim - 1) * abs(do_strides[3]) >= 2**31:
+            do = do.contiguous()
+            do_strides = _packed(do.stride()) if self.varlen else do.stride()
         delta = torch.empty_like(lse)
-        variant = (do_strides, o_strides, _aligned(q, k, v, o, do, cu_q, cu_k))
-        scalars = (self.heads, self.group, self.n_q, self.n_k)
-        rule = (self.window_left, self.window_right, self.lower_right)
+        variant = (do_strides, o_strides, not ((q.data_ptr() | k.data_ptr() | v.data_ptr() | do.data_ptr()
+                                                | o.data_ptr()) & 15))
+        if not self.varlen:
+            cu_q = cu_k = lse  # unused by the kernels
         if dq_atomic:  # FlashAttention-2's scheme, kept for comparison (dense inputs only)
             if self.varlen:
                 raise ValueError("dq_atomic=True is implemented for dense (B, H, N, D) inputs only")
-            launch["delta"](variant, o, do, delta, *o_strides, *do_strides, *self.lse_strides,
-                            self.heads, self.n_q)
+            launch["delta"](variant, o, do, delta, *o_strides, *do_strides, *self.lse_strides, self.heads,
+                            self.n_q)
             dq_acc = torch.zeros((self.batch, self.heads, self.n_q, self.block_d), dtype=torch.float32,
                                  device=self.device)
-            launch["dkdv_atomic"](variant, q, k, v, do, lse, delta, dk, dv, dq_acc, cu_q, cu_k,
-                                  *self.q_strides, *self.k_strides, *self.v_strides, *do_strides, *dk_strides,
-                                  *dv_strides, *self.lse_strides, *scalars, self.scale, self.qk_scale, *rule)
+            launch["dkdv_atomic"](variant, q, k, v, do, lse, delta, dk, dv, dq_acc, cu_q, cu_k, *do_strides,
+                                  *launch["dkdv_tail"])
             dq.copy_(dq_acc[..., :self.head_dim])
             return dq, dk, dv
-        launch["dq"](variant, q, k, v, o, do, lse, delta, dq, cu_q, cu_k, *self.q_strides, *self.k_strides,
-                     *self.v_strides, *o_strides, *do_strides, *dq_strides, *self.lse_strides, *scalars,
-                     self.qk_scale, self.scale, *rule)
-        launch["dkdv"](variant, q, k, v, do, lse, delta, dk, dv, delta, cu_q, cu_k,
-                       *self.q_strides, *self.k_strides, *self.v_strides, *do_strides, *dk_strides,
-                       *dv_strides, *self.lse_strides, *scalars, self.scale, self.qk_scale, *rule)
+        # the dQ kernel first: it also writes delta = rowsum(dO * O), which the dK/dV kernel reads
+        launch["dq"](variant, q, k, v, o, do, lse, delta, dq, cu_q, cu_k, *o_strides, *do_strides,
+                     *launch["dq_tail"])
+        launch["dkdv"](variant, q, k, v, do, lse, delta, dk, dv, delta, cu_q, cu_k, *do_strides,
+                       *launch["dkdv_tail"])
         return dq, dk, dv
+
+
+def _like_strides(t):
+    """Strides of a new tensor shaped like `t` in `t`'s memory order ((B, N, H, D) for such views)."""
+    if t.dim() == 4 and t.stride(1) < t.stride(2):  # heads inside sequence positions
+        b, h, n, d = t.shape
+        return (n * h * d, d, h * d, 1)
+    if t.dim() == 4:
+        b, h, n, d = t.shape
+        return (h * n * d, n * d, d, 1)
+    tokens, h, d = t.shape  # packed (tokens, heads, D): contiguous
+    return (h * d, d, 1)
+
+
+def _packed(strides):
+    """A packed (tokens, heads, D) tensor's strides in the kernels' (batch, head, position, dim) order."""
+    return (0, strides[1], strides[0], strides[2])
+
+
+def _unpacked(strides):
+    """The inverse of _packed: back to (tokens, heads, D) order."""
+    return (strides[2], strides[1], strides[3])
 
 
 _PLANS = {}  # (shapes, strides, dtypes, devices, flags) -> AttentionPlan
