@@ -30,8 +30,6 @@ MODES = ("fwd", "bwd", "fwd+bwd")
 
 # (batch, heads, seq_len, head_dim): large enough to fill an H100's 132 SMs.
 DEFAULT_SHAPES = [(4, 32, n, d) for d in (64, 128) for n in (1024, 2048, 4096, 8192)]
-
-
 SHAPE_KEYS = ("batch", "heads", "n_q", "head_dim")  # required in a shape dict; n_k, kv_heads optional
 
 
