@@ -117,10 +117,15 @@ def basic_attention(q, k, v, causal=False, scale=None, out=None):
     """Attention of q (B, H, Nq, D) over k, v (B, H, Nk, D); returns (B, H, Nq, D) like q.
 
     Same semantics as ``F.scaled_dot_product_attention(q, k, v, is_causal=causal,
-    scale=scale)``: top-left causal alignment when Nq != Nk. fp16, bf16 and fp32;
-    any lengths >= 1; head dims 1 to 256; any strides. Math in fp32.
+    scale=scale)``: ``causal`` is a bool or "top_left" (top-left alignment when
+    Nq != Nk). fp16, bf16 and fp32; any lengths (empty inputs give SDPA's empty
+    or zero result); head dims 1 to 256; any strides. Math in fp32. Forward only:
+    inputs that require grad are refused (step 03 is differentiable).
     """
-    scale = shared.check_attention_inputs(q, k, v, scale, max_head_dim=256)
+    causal = shared.check_causal(causal) == "top_left"  # the only alignment this kernel has
+    scale = shared.check_attention_inputs(q, k, v, scale, max_head_dim=256, differentiable=False)
+    if shared.is_empty_attention(q, k):
+        return shared.empty_attention_result(q, v, out)  # nothing to launch
     out = shared.check_out(out, q, v)
     batch, heads, n_q, head_dim = q.shape
     shared.check_grid_rows(batch, heads)
@@ -129,7 +134,7 @@ def basic_attention(q, k, v, causal=False, scale=None, out=None):
         q, k, v, out,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         heads, k.shape[2], head_dim, scale,
-        CAUSAL=bool(causal),
+        CAUSAL=causal,
         BLOCK_D=triton.next_power_of_2(head_dim),
         num_warps=1,  # one row of at most 256 lanes: 32 threads hold it, more would idle
     )

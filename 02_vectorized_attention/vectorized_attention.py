@@ -182,17 +182,23 @@ def vectorized_attention(q, k, v, causal=False, scale=None, out=None):
     """Attention of q (B, H, Nq, D) over k, v (B, H, Nk, D); returns (B, H, Nq, D) like q.
 
     Same semantics as ``F.scaled_dot_product_attention(q, k, v, is_causal=causal,
-    scale=scale)``: top-left causal alignment when Nq != Nk. fp16, bf16 and fp32;
-    any lengths >= 1; head dims 1 to 256; any strides. Math in fp32.
+    scale=scale)``: ``causal`` is a bool or "top_left" (top-left alignment when
+    Nq != Nk). fp16, bf16 and fp32; any lengths (empty inputs give SDPA's empty
+    or zero result); head dims 1 to 256; any strides. Math in fp32. Forward only:
+    inputs that require grad are refused (step 03 is differentiable).
     """
-    scale = shared.check_attention_inputs(q, k, v, scale, max_head_dim=256)
+    causal = shared.check_causal(causal) == "top_left"  # the only alignment this kernel has
+    scale = shared.check_attention_inputs(q, k, v, scale, max_head_dim=256, differentiable=False)
+    if shared.is_empty_attention(q, k):
+        return shared.empty_attention_result(q, v, out)  # nothing to launch
     out = shared.check_out(out, q, v)
     launch(q, k, v, out, scale, causal)
     return out
 
 
 def launch(q, k, v, out, scale, causal):
-    """Launch the kernel on checked tensors; returns what Triton returns (on a GPU, the compiled kernel)."""
+    """Launch the kernel on checked, non-empty tensors (``causal`` a bool); returns what Triton
+    returns (on a GPU, the compiled kernel)."""
     batch, heads, n_q, head_dim = q.shape
     shared.check_grid_rows(batch, heads)
     grid = (n_q, batch * heads)  # one program per query row, per (batch, head), as in step 01

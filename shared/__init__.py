@@ -9,12 +9,15 @@ GPU it switches Triton's CPU interpreter on (see ``runtime``).
 """
 from .runtime import DEVICE, HAS_GPU, INTERPRETER, describe_runtime  # noqa: I001  (must precede triton)
 from .test_utils import (
-    CHECK_SHAPES_FULL, CHECK_SHAPES_QUICK, CorrectnessResult, make_qkv, reference_attention,
-    run_checks, test_correctness, tolerance,
+    CHECK_SHAPES_FULL, CHECK_SHAPES_QUICK, LAYOUTS, CorrectnessResult, compare_with_reference, make_qkv,
+    reference_attention, run_checks, test_correctness, tolerance,
 )
 from .steps import load_step
 from .harness import run_step
-from .validation import check_attention_inputs, check_causal, check_grid_rows, check_out
+from .validation import (
+    check_attention_inputs, check_causal, check_grid_rows, check_out, empty_attention_result,
+    is_empty_attention, kv_heads_fit,
+)
 from .baselines import COLORS, naive_torch, sdpa_backend, standard_baselines, torch_sdpa
 from .gradients import compare_gradients, reference_gradients
 from .benchmark_utils import (
@@ -24,9 +27,10 @@ from .benchmark_utils import (
 
 __all__ = [
     "DEVICE", "HAS_GPU", "INTERPRETER", "describe_runtime",
-    "CHECK_SHAPES_FULL", "CHECK_SHAPES_QUICK", "CorrectnessResult", "make_qkv",
-    "reference_attention", "run_checks", "test_correctness", "tolerance",
+    "CHECK_SHAPES_FULL", "CHECK_SHAPES_QUICK", "LAYOUTS", "CorrectnessResult", "compare_with_reference",
+    "make_qkv", "reference_attention", "run_checks", "test_correctness", "tolerance",
     "load_step", "check_attention_inputs", "check_causal", "check_grid_rows", "check_out",
+    "empty_attention_result", "is_empty_attention", "kv_heads_fit",
     "COLORS", "naive_torch", "sdpa_backend", "standard_baselines", "torch_sdpa",
     "attention_flops", "attention_min_bytes", "env_line", "environment", "load_results",
     "measure", "measure_ceilings", "pivot_table", "quick_benchmark", "save_results", "select",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import numbers
 import platform
 import re
 from pathlib import Path
@@ -29,17 +30,34 @@ MODES = ("fwd", "bwd", "fwd+bwd")
 
 # (batch, heads, seq_len, head_dim): large enough to fill an H100's 132 SMs.
 DEFAULT_SHAPES = [(4, 32, n, d) for d in (64, 128) for n in (1024, 2048, 4096, 8192)]
+SHAPE_KEYS = ("batch", "heads", "n_q", "head_dim")  # required in a shape dict; n_k, kv_heads optional
 
 
 def shape_dict(shape) -> dict:
-    """(B, H, N, D) or a dict with batch/heads/n_q/n_k/kv_heads/head_dim -> a full dict."""
+    """(B, H, N, D) or a dict with batch/heads/n_q/head_dim (+ n_k, kv_heads) -> a full dict.
+
+    Raises ValueError for anything else: sizes must be positive ints, heads a
+    multiple of kv_heads.
+    """
     if isinstance(shape, dict):
+        unknown = set(shape) - {*SHAPE_KEYS, "n_k", "kv_heads"}
+        missing = set(SHAPE_KEYS) - set(shape)
+        if unknown or missing:
+            raise ValueError(f"shape {shape!r}: needs keys {SHAPE_KEYS} (n_k, kv_heads optional); "
+                             f"missing {sorted(missing)}, unknown {sorted(unknown)}")
         s = dict(shape)
+    elif isinstance(shape, (tuple, list)) and len(shape) == 4:
+        s = dict(zip(SHAPE_KEYS, shape))
     else:
-        batch, heads, n, head_dim = shape
-        s = {"batch": batch, "heads": heads, "n_q": n, "head_dim": head_dim}
+        raise ValueError(f"shape {shape!r} must be a (batch, heads, seq_len, head_dim) tuple or a dict "
+                         f"with keys {SHAPE_KEYS}")
     s.setdefault("n_k", s["n_q"])
     s.setdefault("kv_heads", s["heads"])
+    for key, size in s.items():
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+            raise ValueError(f"shape {shape!r}: {key} must be a positive int, got {size!r}")
+    if s["heads"] % s["kv_heads"]:
+        raise ValueError(f"shape {shape!r}: heads must be a multiple of kv_heads")
     return s
 
 
@@ -187,6 +205,7 @@ def quick_benchmark(fns: dict, shapes=None, causal=False, dtype=torch.float16, m
     causals = causal if isinstance(causal, (list, tuple)) else (causal,)
     dtypes = dtype if isinstance(dtype, (list, tuple)) else (dtype,)
     modes = (modes,) if isinstance(modes, str) else modes
+    _check_benchmark_args(fns, shapes, causals, dtypes, modes)
     if verbose and INTERPRETER and timer is None:
         print("quick_benchmark: no GPU, so nothing is timed (interpreter timings mean nothing).")
     rows = []
@@ -200,6 +219,32 @@ def quick_benchmark(fns: dict, shapes=None, causal=False, dtype=torch.float16, m
                         if verbose:
                             print(format_row(row), flush=True)
     return rows
+
+
+def _check_benchmark_args(fns, shapes, causals, dtypes, modes):
+    """Refuse a malformed sweep before anything runs, rather than a row of errors per call."""
+    if not isinstance(fns, dict) or not fns:
+        raise TypeError(f"fns must be a non-empty dict of name -> function, got {type(fns).__name__}")
+    for name, fn in fns.items():
+        if not isinstance(name, str) or not callable(fn):
+            raise TypeError(f"fns must map str names to callables; {name!r} -> {type(fn).__name__}")
+    if isinstance(shapes, dict) or not isinstance(shapes, (list, tuple)) or not shapes:
+        raise ValueError(f"shapes must be a non-empty list of shapes, got {shapes!r}")
+    if all(isinstance(size, numbers.Integral) for size in shapes):
+        raise ValueError(f"shapes={shapes!r} is one shape; pass a list: shapes=[{tuple(shapes)}]")
+    for shape in shapes:
+        shape_dict(shape)
+    for is_causal in causals:
+        if not isinstance(is_causal, bool):
+            raise TypeError(f"causal must be a bool or a list of bools, got {is_causal!r}")
+    for dt in dtypes:
+        if dt not in (torch.float16, torch.bfloat16, torch.float32):
+            raise TypeError(f"dtype must be torch.float16, bfloat16 or float32 (or a list), got {dt!r}")
+    if not isinstance(modes, (list, tuple)):
+        raise TypeError(f"modes must be a mode name or a list of them, got {type(modes).__name__}")
+    for mode in modes:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose from {MODES}")
 
 
 def measure_ceilings(dtype=torch.float16, size=8192, copy_bytes=2**31) -> dict:

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import torch
 
 from .runtime import DEVICE
+from .validation import check_causal, kv_heads_fit
 
 # Elementwise |out - ref| <= atol + rtol * |ref|. Half types carry ~3 (bf16) or
 # ~4 (fp16) significant digits; the output is rounded to them, and the tensor-core
@@ -79,10 +81,11 @@ def reference_attention(q, k, v, causal=False, scale=None, compute_dtype=torch.f
     SDPA returns), and with ``return_lse`` a log-sum-exp of -inf: ``(out, lse)``.
     """
     _check_layout(q, k, v)
+    check_causal(causal, lower_right=True)  # a bad flag raises, never masks quietly
     d = q.shape[-1]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     q, k, v = (t.to(compute_dtype) for t in (q, k, v))
-    group = q.shape[1] // k.shape[1]
+    group = q.shape[1] // max(k.shape[1], 1)  # 0 k/v heads come with 0 query heads
     if group > 1:  # GQA/MQA: each K/V head serves `group` consecutive query heads
         k = k.repeat_interleave(group, dim=1)
         v = v.repeat_interleave(group, dim=1)
@@ -101,28 +104,74 @@ def _check_layout(q, k, v):
         raise ValueError(f"expected 4-D (B, H, N, D) tensors, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     if k.shape != v.shape:
         raise ValueError(f"k and v must have the same shape, got {tuple(k.shape)} and {tuple(v.shape)}")
-    if q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3] or q.shape[1] % k.shape[1]:
+    if q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3] or not kv_heads_fit(q.shape[1], k.shape[1]):
         raise ValueError(f"q {tuple(q.shape)} does not fit k/v {tuple(k.shape)}")
 
 
+# Memory layouts ``make_qkv`` can return, each a (B, H, N, D) view that a kernel
+# must read through its strides: what models and user code really pass.
+LAYOUTS = {
+    "contiguous": "a fresh (B, H, N, D) tensor",
+    "transposed": "a (B, N, H, D) buffer viewed as (B, H, N, D), as projections produce it",
+    "sliced": "a slice of a longer, wider buffer: storage offset, row stride above D",
+    "expanded_batch": "one (1, H, N, D) tensor broadcast over the batch: batch stride 0",
+    "expanded_heads": "one (B, 1, N, D) tensor broadcast over the heads: head stride 0",
+}
+QKV_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _random_view(gen, batch, heads, n, head_dim, layout, dtype, device):
+    """Standard-normal (B, H, N, D) values in the given layout (see LAYOUTS)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose from {sorted(LAYOUTS)}")
+    buffer_shape, view = {
+        "contiguous": ((batch, heads, n, head_dim), lambda t: t),
+        "transposed": ((batch, n, heads, head_dim), lambda t: t.transpose(1, 2)),
+        "sliced": ((batch, heads, n + 3, head_dim + 5), lambda t: t[:, :, 2:n + 2, 1:head_dim + 1]),
+        "expanded_batch": ((1, heads, n, head_dim), lambda t: t.expand(batch, -1, -1, -1)),
+        "expanded_heads": ((batch, 1, n, head_dim), lambda t: t.expand(-1, heads, -1, -1)),
+    }[layout]
+    # Round the buffer to the dtype before taking the view: .to() on a strided view
+    # would return a contiguous copy.
+    buffer = torch.randn(buffer_shape, generator=gen, dtype=torch.float32).to(device=device, dtype=dtype)
+    return view(buffer)
+
+
 def make_qkv(batch=2, heads=3, n_q=97, head_dim=64, n_k=None, kv_heads=None,
-             dtype=torch.float16, device=None, seed=None, requires_grad=False):
+             dtype=torch.float16, device=None, seed=None, requires_grad=False, layout="contiguous"):
     """Fresh random q (B, H, Nq, D), k and v (B, Hkv, Nk, D).
 
     Standard-normal entries: never zeros, which would hide unwritten outputs
-    and wrong indexing. Pass ``seed`` only to reproduce a failure.
+    and wrong indexing. Pass ``seed`` only to reproduce a failure. ``layout``
+    is one of ``LAYOUTS``, or a (q, k, v) triple of them. Sizes may be 0
+    (empty tensors); ``heads`` must be a multiple of ``kv_heads``.
     """
     device = DEVICE if device is None else device
     n_k = n_q if n_k is None else n_k
     kv_heads = heads if kv_heads is None else kv_heads
+    sizes = {"batch": batch, "heads": heads, "n_q": n_q, "head_dim": head_dim, "n_k": n_k,
+             "kv_heads": kv_heads}
+    for name, size in sizes.items():
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral):
+            raise TypeError(f"{name} must be an int, got {type(size).__name__}")
+        if size < 0:
+            raise ValueError(f"{name} must be >= 0, got {size}")
+    if not kv_heads_fit(heads, kv_heads):
+        raise ValueError(f"heads ({heads}) must be a multiple of kv_heads ({kv_heads})")
+    if dtype not in QKV_DTYPES:
+        raise TypeError(f"dtype must be a floating type (float16, bfloat16, float32, float64), got {dtype}")
+    layouts = (layout,) * 3 if isinstance(layout, str) else tuple(layout)
+    if len(layouts) != 3:
+        raise ValueError(f"layout must be one name or a (q, k, v) triple, got {layout!r}")
     gen = torch.Generator(device="cpu")
     gen.manual_seed(torch.seed() if seed is None else seed)
 
-    def one(h, n):
-        t = torch.randn(batch, h, n, head_dim, generator=gen, dtype=torch.float32)
-        return t.to(device=device, dtype=dtype).requires_grad_(requires_grad)
+    def one(h, n, lay):
+        t = _random_view(gen, batch, h, n, head_dim, lay, dtype, device)
+        # detach(): a view of a strided buffer becomes a leaf with the same strides
+        return t.detach().requires_grad_(requires_grad) if requires_grad else t
 
-    return one(heads, n_q), one(kv_heads, n_k), one(kv_heads, n_k)
+    return one(heads, n_q, layouts[0]), one(kv_heads, n_k, layouts[1]), one(kv_heads, n_k, layouts[2])
 
 
 @dataclass
@@ -179,11 +228,7 @@ def test_correctness(fn, q, k, v, causal=False, scale=None, atol=None, rtol=None
     ``fn(q, k, v)`` can be checked too. When ``fn`` takes an ``out=`` argument,
     it gets a NaN-filled buffer, so any element it leaves unwritten fails.
     """
-    default_atol, default_rtol = tolerance(q.dtype)
-    atol = default_atol if atol is None else atol
-    rtol = default_rtol if rtol is None else rtol
     expected_shape = (*q.shape[:-1], v.shape[-1])
-
     kwargs = {}
     if causal:
         kwargs["causal"] = causal
@@ -199,16 +244,30 @@ def test_correctness(fn, q, k, v, causal=False, scale=None, atol=None, rtol=None
     out = fn(q, k, v, **kwargs)
     ref = reference_attention(q.detach(), k.detach(), v.detach(), causal=causal, scale=scale,
                               compute_dtype=compute_dtype, window=window)
+    return compare_with_reference(out, ref, q.dtype, atol, rtol, max_mismatches)
+
+
+def compare_with_reference(out, ref, dtype, atol=None, rtol=None, max_mismatches=5):
+    """The series' error rule: |out - ref| <= atol + rtol * |ref| everywhere, no NaN/Inf.
+
+    ``out`` must be a tensor of ``ref``'s shape and of ``dtype`` (the inputs'
+    dtype, which also picks the default ``tolerance``). Returns a ``CorrectnessResult``.
+    """
+    default_atol, default_rtol = tolerance(dtype)
+    atol = default_atol if atol is None else atol
+    rtol = default_rtol if rtol is None else rtol
 
     def fail(message, max_abs=float("inf"), rel=float("inf"), mismatches=()):
         return CorrectnessResult(False, max_abs, rel, atol, rtol, message, list(mismatches))
 
     if not isinstance(out, torch.Tensor):
         return fail(f"returned {type(out).__name__}, not a tensor")
-    if tuple(out.shape) != expected_shape:
-        return fail(f"shape {tuple(out.shape)}, expected {expected_shape}")
-    if out.dtype != q.dtype:
-        return fail(f"dtype {out.dtype}, expected {q.dtype}")
+    if out.shape != ref.shape:
+        return fail(f"shape {tuple(out.shape)}, expected {tuple(ref.shape)}")
+    if out.dtype != dtype:
+        return fail(f"dtype {out.dtype}, expected {dtype}")
+    if out.numel() == 0:  # an error figure over no elements would be inf (a max) or 0/0
+        return CorrectnessResult(True, 0.0, 0.0, atol, rtol, "empty output (nothing to compare)")
 
     got = out.detach().to(ref.dtype)
     err = (got - ref).abs()

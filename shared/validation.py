@@ -14,12 +14,42 @@ from .runtime import INTERPRETER
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
+def kv_heads_fit(heads, kv_heads):
+    """True when ``kv_heads`` K/V heads can serve ``heads`` query heads: a multiple (GQA), or 0 for 0."""
+    return heads % kv_heads == 0 if kv_heads else heads == 0
+
+
+def check_causal(causal, *, lower_right=False):
+    """The causal flag as an alignment: None (no mask), "top_left" or "lower_right".
+
+    Accepts a bool (``True`` means "top_left", SDPA's ``is_causal``) or one of the
+    strings; ``lower_right`` says whether the caller implements that alignment.
+    Anything else raises: a truthy ``causal="no"`` must not quietly mask.
+    """
+    if isinstance(causal, (bool, np.bool_)):
+        return "top_left" if causal else None
+    if not isinstance(causal, str):
+        raise TypeError(f"causal must be a bool or an alignment string such as 'top_left', "
+                        f"got {type(causal).__name__}")
+    if causal == "top_left" or (causal == "lower_right" and lower_right):
+        return causal
+    if causal == "lower_right":
+        raise ValueError("causal='lower_right' is not supported here: only step 03's flash_attention "
+                         "supports lower-right alignment (use True or 'top_left')")
+    accepted = "True, False, 'top_left'" + (", 'lower_right'" if lower_right else "")
+    raise ValueError(f"causal={causal!r} is not understood; accepted: {accepted}")
+
+
 def check_attention_inputs(q, k, v, scale=None, *, allow_gqa=False, min_head_dim=1, max_head_dim=256,
-                           offsets64=False):
+                           differentiable=False, offsets64=False):
     """Raise TypeError/ValueError naming the problem; return (scale as float).
 
-    ``offsets64``: the kernel adds each (batch, head)'s offset in 64-bit integers, so only the
-    span of one (batch, head) slice must stay below 2^31 elements, not the whole tensor's.
+    Empty inputs (batch, heads, Nq or Nk = 0) pass, as in SDPA: the launcher
+    then returns ``empty_attention_result`` instead of launching.
+    ``differentiable=False`` (a forward-only kernel) refuses inputs that need a
+    gradient, which the result could not carry. ``offsets64``: the kernel adds each
+    (batch, head)'s offset in 64-bit integers, so only the span of one (batch, head) slice
+    must stay below 2^31 elements, not the whole tensor's.
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
@@ -34,6 +64,11 @@ def check_attention_inputs(q, k, v, scale=None, *, allow_gqa=False, min_head_dim
             where = "one (batch, head) slice of " if offsets64 else ""
             raise ValueError(f"{where}{name} spans {span} elements; the kernels address at most "
                              "2^31 - 1 (32-bit offsets): split the batch")
+    if not differentiable and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad
+                                                           or v.requires_grad):
+        raise ValueError("q, k or v requires grad, but this kernel has no backward pass, so its result "
+                         "would carry no gradient: use step 03's flash_attention, which is "
+                         "differentiable, or call it under torch.no_grad()")
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not (q.device == k.device == v.device):
@@ -50,13 +85,11 @@ def check_attention_inputs(q, k, v, scale=None, *, allow_gqa=False, min_head_dim
     if head_dim != k_dim:
         raise ValueError(f"head dims differ: q has {head_dim}, k/v have {k_dim}")
     if allow_gqa:
-        if kv_heads == 0 or heads % kv_heads:
+        if not kv_heads_fit(heads, kv_heads):
             raise ValueError(f"q's {heads} heads must be a multiple of k/v's {kv_heads} heads")
     elif heads != kv_heads:
         raise ValueError(f"head counts differ: q has {heads}, k/v have {kv_heads} "
                          "(grouped-query attention arrives in step 03)")
-    if n_q < 1 or n_k < 1 or batch < 1 or heads < 1:
-        raise ValueError(f"empty input: q {tuple(q.shape)}, k/v {tuple(k.shape)}")
     if not min_head_dim <= head_dim <= max_head_dim:
         raise ValueError(f"head dim {head_dim} not supported (must be {min_head_dim} to {max_head_dim})")
     if scale is None:
@@ -73,6 +106,20 @@ def check_grid_rows(batch, heads):
     if batch * heads > 65535:
         raise ValueError(f"batch * heads = {batch * heads} exceeds 65535 (the grid limit on axis 1); "
                          "split the batch")
+
+
+def is_empty_attention(q, k):
+    """True when there is nothing to launch: no query rows (batch, heads or Nq is 0) or no keys."""
+    return q.numel() == 0 or k.numel() == 0
+
+
+def empty_attention_result(q, v, out=None):
+    """What SDPA returns when ``is_empty_attention``, without launching a kernel.
+
+    No query rows: an empty (B, H, Nq, D) tensor. No keys: zeros, since the
+    weighted sum over no values is 0 (causal or not). Written into ``out`` when given.
+    """
+    return check_out(out, q, v).zero_()
 
 
 def check_out(out, q, v, *, inputs=(), offsets64=False):
@@ -109,26 +156,3 @@ def overlaps(a, b):
 
     (a0, a1), (b0, b1) = extent(a), extent(b)
     return a0 < b1 and b0 < a1
-
-
-CAUSAL_ALIGNMENTS = ("top_left", "lower_right")
-
-
-def check_causal(causal, *, lower_right=False):
-    """``causal`` as the kernels take it: None (no mask), "top_left" or "lower_right".
-
-    True and "top_left" mean SDPA's ``is_causal`` (key j visible to query i iff j <= i);
-    "lower_right" aligns the last query with the last key (j <= i + Nk - Nq), as a KV cache
-    needs; only step 03 has it (``lower_right=True``).
-    """
-    if isinstance(causal, str):
-        if causal == "top_left" or (causal == "lower_right" and lower_right):
-            return causal
-        if causal == "lower_right":
-            raise ValueError("causal='lower_right' is supported by step 03's flash_attention only; "
-                             "here causal takes True, False or 'top_left'")
-        accepted = "True, False, 'top_left'" + (" or 'lower_right'" if lower_right else "")
-        raise ValueError(f"causal={causal!r} is not understood: use {accepted}")
-    if isinstance(causal, (bool, np.bool_)):
-        return "top_left" if causal else None
-    raise TypeError(f"causal must be a bool or one of {CAUSAL_ALIGNMENTS}, got {type(causal).__name__}")

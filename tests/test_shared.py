@@ -2,6 +2,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -216,3 +217,183 @@ def test_validation_refuses_tensors_past_32_bit_offsets():
         shared.check_attention_inputs(huge, small, small)
     with pytest.raises(ValueError, match="32-bit offsets"):
         shared.check_attention_inputs(small, huge, huge)
+
+
+# ---------------------------------------------------------------- misuse: one answer in every step
+
+@pytest.mark.parametrize("causal,lower_right,expected", [
+    (False, False, None), (True, False, "top_left"), ("top_left", False, "top_left"),
+    (np.bool_(True), False, "top_left"), (np.bool_(False), False, None),
+    ("lower_right", True, "lower_right"), (True, True, "top_left"), (False, True, None),
+])
+def test_check_causal_normalises_to_an_alignment(causal, lower_right, expected):
+    assert shared.check_causal(causal, lower_right=lower_right) == expected
+
+
+@pytest.mark.parametrize("causal,lower_right,error,match", [
+    ("lower_right", False, ValueError, "only step 03's flash_attention"),
+    ("no", False, ValueError, r"accepted: True, False, 'top_left'$"),
+    ("no", True, ValueError, "accepted: True, False, 'top_left', 'lower_right'"),
+    ("bottom_right", True, ValueError, "not understood"),
+    ("", False, ValueError, "not understood"),
+    (1, False, TypeError, "got int"),
+    (None, True, TypeError, "got NoneType"),
+    (1.0, False, TypeError, "got float"),
+])
+def test_check_causal_refuses_everything_else(causal, lower_right, error, match):
+    with pytest.raises(error, match=match):
+        shared.check_causal(causal, lower_right=lower_right)
+
+
+def test_reference_refuses_alignments_it_does_not_compute():
+    q, k, v = shared.make_qkv(1, 1, 4, 8, n_k=6, dtype=torch.float32, device="cpu")
+    with pytest.raises(ValueError, match="lower_right"):
+        shared.reference_attention(q, k, v, causal="lower_right")
+    torch.testing.assert_close(shared.reference_attention(q, k, v, causal="top_left"),
+                               shared.reference_attention(q, k, v, causal=True))
+
+
+def test_check_attention_inputs_refuses_grad_unless_differentiable():
+    q, k, v = shared.make_qkv(1, 2, 4, 16, requires_grad=True)
+    with pytest.raises(ValueError, match="no backward pass.*flash_attention.*torch.no_grad"):
+        shared.check_attention_inputs(q, k, v)
+    assert shared.check_attention_inputs(q, k, v, differentiable=True) == pytest.approx(0.25)
+    with torch.no_grad():
+        shared.check_attention_inputs(q, k, v)
+    shared.check_attention_inputs(q.detach(), k.detach(), v.detach())
+
+
+def test_check_attention_inputs_lets_empty_inputs_through():
+    q, k, v = shared.make_qkv(1, 2, 0, 16, n_k=5)
+    assert shared.check_attention_inputs(q, k, v) == pytest.approx(0.25)
+    assert shared.is_empty_attention(q, k)
+    q, k, v = shared.make_qkv(2, 0, 3, 16, kv_heads=0)
+    shared.check_attention_inputs(q, k, v, allow_gqa=True)  # no query heads need no k/v heads
+    q, k, v = shared.make_qkv(1, 2, 3, 16, n_k=1)
+    assert not shared.is_empty_attention(q, k)
+    with pytest.raises(ValueError, match="multiple of k/v's 0 heads"):
+        shared.check_attention_inputs(q, k[:, :0], v[:, :0], allow_gqa=True)
+
+
+@pytest.mark.parametrize("q_shape,kv_shape", [((1, 2, 0, 16), (1, 2, 5, 16)), ((1, 2, 3, 16), (1, 1, 0, 16)),
+                                              ((0, 2, 3, 16), (0, 2, 3, 16)), ((1, 0, 3, 16), (1, 0, 3, 16))])
+def test_empty_attention_result_is_what_sdpa_returns(q_shape, kv_shape):
+    q = torch.randn(q_shape)
+    k, v = torch.randn(kv_shape), torch.randn(kv_shape)
+    expected = F.scaled_dot_product_attention(q, k, v, enable_gqa=q.shape[1] != k.shape[1])
+    assert shared.is_empty_attention(q, k)
+    torch.testing.assert_close(shared.empty_attention_result(q, v), expected, atol=0, rtol=0)
+    out = torch.full(expected.shape, float("nan"))
+    assert shared.empty_attention_result(q, v, out) is out
+    torch.testing.assert_close(out, expected, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    ({"dtype": torch.int32}, TypeError, "floating type"),
+    ({"dtype": torch.bool}, TypeError, "floating type"),
+    ({"dtype": "float16"}, TypeError, "floating type"),
+    ({"heads": 4, "kv_heads": 3}, ValueError, r"heads \(4\) must be a multiple of kv_heads \(3\)"),
+    ({"heads": 4, "kv_heads": 0}, ValueError, "multiple of kv_heads"),
+    ({"n_q": -1}, ValueError, "n_q must be >= 0"),
+    ({"head_dim": -16}, ValueError, "head_dim must be >= 0"),
+    ({"batch": 2.0}, TypeError, "batch must be an int"),
+    ({"n_k": True}, TypeError, "n_k must be an int"),
+    ({"layout": "strided"}, ValueError, "unknown layout"),
+    ({"layout": ("contiguous", "transposed")}, ValueError, "triple"),
+])
+def test_make_qkv_refuses_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        shared.make_qkv(**{"batch": 1, "heads": 2, "n_q": 3, "head_dim": 16, "device": "cpu", **kwargs})
+
+
+def test_make_qkv_allows_empty_and_float64():
+    q, k, v = shared.make_qkv(0, 2, 3, 16, n_k=0, dtype=torch.float64, device="cpu")
+    assert q.shape == (0, 2, 3, 16) and k.shape == v.shape == (0, 2, 0, 16) and q.dtype == torch.float64
+
+
+def test_make_qkv_layouts_are_views_with_the_promised_strides():
+    shape = (2, 3, 5, 40)
+    for layout in shared.LAYOUTS:
+        q, k, v = shared.make_qkv(2, 3, 5, 40, n_k=7, layout=layout, seed=0, device="cpu")
+        assert q.shape == shape and k.shape == v.shape == (2, 3, 7, 40) and q.dtype == torch.float16
+        assert (q.abs() > 0).float().mean() > 0.99 and not torch.equal(k, v)  # random normal, never zeros
+        assert q.is_contiguous() == (layout == "contiguous"), layout
+    q, _, _ = shared.make_qkv(*shape, layout="transposed", device="cpu")
+    assert q.stride() == (5 * 3 * 40, 40, 3 * 40, 1)
+    q, _, _ = shared.make_qkv(*shape, layout="sliced", device="cpu")
+    assert q.stride()[2] == 45 and q.storage_offset() > 0
+    _, k, _ = shared.make_qkv(*shape, layout="expanded_batch", device="cpu")
+    assert k.stride()[0] == 0 and torch.equal(k[0], k[1])
+    _, k, _ = shared.make_qkv(*shape, layout="expanded_heads", device="cpu")
+    assert k.stride()[1] == 0 and not torch.equal(k[0], k[1])
+    q, k, v = shared.make_qkv(*shape, layout=("transposed", "sliced", "expanded_heads"), device="cpu")
+    assert q.stride()[1] == 40 and k.stride()[2] == 45 and v.stride()[1] == 0
+
+
+def test_make_qkv_layouts_keep_strides_with_requires_grad():
+    q, k, v = shared.make_qkv(2, 2, 5, 16, layout="expanded_batch", requires_grad=True, device="cpu")
+    assert q.is_leaf and q.requires_grad and q.stride()[0] == 0
+    q.sum().backward()
+    assert q.grad is not None
+
+
+@pytest.mark.parametrize("q_shape,kv_shape", [((1, 2, 0, 16), (1, 2, 5, 16)), ((0, 2, 3, 16), (0, 2, 3, 16))])
+def test_correctness_of_an_empty_output_passes_with_zero_error(q_shape, kv_shape):
+    q = torch.randn(q_shape, dtype=torch.float16)
+    k, v = torch.randn(kv_shape, dtype=torch.float16), torch.randn(kv_shape, dtype=torch.float16)
+    result = shared.test_correctness(shared.torch_sdpa, q, k, v)
+    assert result.passed and result.max_abs_error == 0 and result.rel_error == 0, str(result)
+    assert "empty output (nothing to compare)" in str(result) and "inf" not in str(result)
+    wrong_shape = shared.test_correctness(lambda q, k, v: torch.empty(1, 2, 0, 15, dtype=q.dtype), q, k, v)
+    assert not wrong_shape.passed and "shape" in wrong_shape.message
+
+
+def test_compare_with_reference_is_the_rule_test_correctness_applies():
+    ref = torch.tensor([[1.0, -2.0]], dtype=torch.float64)
+    atol, rtol = shared.tolerance(torch.float16)
+    just_inside = (ref + (atol + rtol * ref.abs()) * 0.9).half()
+    assert shared.compare_with_reference(just_inside, ref, torch.float16).passed
+    outside = ref.clone().half()
+    outside[0, 1] = -2.1
+    result = shared.compare_with_reference(outside, ref, torch.float16)
+    assert not result.passed and result.mismatches[0][0] == (0, 1)
+    assert not shared.compare_with_reference(ref.float(), ref, torch.float16).passed  # wrong dtype
+
+
+def _never_called(q, k, v, causal=False):
+    raise AssertionError("quick_benchmark ran a function before checking its arguments")
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    ({"fns": _never_called}, TypeError, "fns must be a non-empty dict"),
+    ({"fns": [_never_called]}, TypeError, "fns must be a non-empty dict"),
+    ({"fns": {}}, TypeError, "fns must be a non-empty dict"),
+    ({"fns": {"ok": _never_called, "bad": "naive torch"}}, TypeError, "'bad' -> str"),
+    ({"fns": {1: _never_called}}, TypeError, "str names"),
+    ({"shapes": (4, 32, 1024, 64)}, ValueError, r"one shape; pass a list: shapes=\[\(4, 32, 1024, 64\)\]"),
+    ({"shapes": [(4, 32, 1024)]}, ValueError, "must be a .batch, heads, seq_len, head_dim. tuple"),
+    ({"shapes": [(4, 32, 1024, 64), "4x32x1024x64"]}, ValueError, "must be a"),
+    ({"shapes": [(4, 0, 1024, 64)]}, ValueError, "heads must be a positive int"),
+    ({"shapes": [(4, 32, 1024.0, 64)]}, ValueError, "n_q must be a positive int"),
+    ({"shapes": [{"batch": 1, "heads": 2, "n": 8, "head_dim": 16}]}, ValueError,
+     r"missing \['n_q'\], unknown \['n'\]"),
+    ({"shapes": [{"batch": 1, "heads": 4, "kv_heads": 3, "n_q": 8, "head_dim": 16}]}, ValueError,
+     "multiple of kv_heads"),
+    ({"shapes": []}, ValueError, "non-empty list"),
+    ({"shapes": 1024}, ValueError, "non-empty list"),
+    ({"modes": ("fwd", "backward")}, ValueError, "unknown mode 'backward'"),
+    ({"modes": None}, TypeError, "modes must be"),
+    ({"causal": "yes"}, TypeError, "causal must be a bool"),
+    ({"dtype": torch.int8}, TypeError, "dtype must be"),
+])
+def test_quick_benchmark_refuses_malformed_arguments_before_running(kwargs, error, match):
+    args = {"fns": {"never": _never_called}, "shapes": [(1, 1, 8, 16)], **kwargs}
+    with pytest.raises(error, match=match):
+        shared.quick_benchmark(**args, timer=_fixed_timer, verbose=False)
+
+
+def test_quick_benchmark_accepts_shape_dicts_and_lists():
+    shapes = [[1, 2, 8, 16], {"batch": 1, "heads": 4, "kv_heads": 2, "n_q": 8, "n_k": 5, "head_dim": 16}]
+    rows = shared.quick_benchmark({"naive torch": shared.naive_torch}, shapes=shapes, dtype=torch.float32,
+                                  timer=_fixed_timer, verbose=False)
+    assert [(r["kv_heads"], r["n_k"], r["status"]) for r in rows] == [(2, 8, "ok"), (2, 5, "ok")]
