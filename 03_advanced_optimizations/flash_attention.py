@@ -936,6 +936,7 @@ class AttentionPlan:
             # outputs laid out like their inputs: (B, N, H, D) memory for (B, N, H, D) views
             self.o_strides = self.dq_strides = _like_strides(q)
             self.dk_strides, self.dv_strides = _like_strides(k), _like_strides(v)
+            self.o_alloc_strides = self.o_strides
         else:
             batch, n_q, n_k = varlen  # (sequences, longest query sequence, longest key sequence)
             self.scale = check_varlen_inputs(q, k, v, scale, n_q, n_k)
@@ -946,6 +947,7 @@ class AttentionPlan:
             self.lse_strides = (0, q.shape[0], 1)
             self.o_strides = self.dq_strides = _packed(_like_strides(q))
             self.dk_strides, self.dv_strides = _packed(_like_strides(k)), _packed(_like_strides(v))
+            self.o_alloc_strides = _like_strides(q)
         self.varlen = varlen is not None
         self.alignment = shared.check_causal(causal, lower_right=True)
         self.window_left, self.window_right = _check_window(window)
@@ -1020,7 +1022,7 @@ class AttentionPlan:
     def forward(self, q, k, v, out=None, cu_seqlens_q=None, cu_seqlens_k=None):
         """(o, lse) for these inputs (whose layout this plan was made for)."""
         if out is None:
-            o = torch.empty_strided(self.o_shape, self.o_strides, dtype=self.dtype, device=self.device)
+            o = torch.empty_strided(self.o_shape, self.o_alloc_strides, dtype=self.dtype, device=self.device)
             o_strides, variant = self.o_strides, not ((q.data_ptr() | k.data_ptr() | v.data_ptr()) & 15)
         else:
             o = out
@@ -1178,7 +1180,7 @@ def check_varlen_inputs(q, k, v, scale, max_seqlen_q, max_seqlen_k):
                              f"got {getattr(t, 'shape', type(t).__name__)}")
     as_4d = [t.unsqueeze(0).transpose(1, 2) for t in (q, k, v)]  # (1, heads, tokens, D) views, no copies
     scale = shared.check_attention_inputs(*as_4d, scale, allow_gqa=True, min_head_dim=16, max_head_dim=256,
-                                          offsets64=True)
+                                          offsets64=True, differentiable=True)
     for name, value in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_k", max_seqlen_k)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise TypeError(f"{name} must be a non-negative int, got {value!r}")

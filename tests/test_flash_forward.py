@@ -141,7 +141,6 @@ def _qkv(q=(1, 2, 8, 16), k=(1, 2, 8, 16), v=(1, 2, 8, 16), dtype=F16):
     (_qkv(q=(1, 2, 8, 8), k=(1, 2, 8, 8), v=(1, 2, 8, 8)), {}, ValueError, "head dim 8 not supported"),
     (_qkv(q=(1, 2, 8, 512), k=(1, 2, 8, 512), v=(1, 2, 8, 512)), {}, ValueError,
      "head dim 512 not supported"),
-    (_qkv(q=(1, 2, 0, 16)), {}, ValueError, "empty input"),
     (_qkv(dtype=torch.float64), {}, TypeError, "supported: float16"),
     (_qkv(), {"scale": float("nan")}, ValueError, "scale must be finite"),
     (_qkv(), {"scale": "big"}, TypeError, "scale must be a real number"),
@@ -154,6 +153,18 @@ def _qkv(q=(1, 2, 8, 16), k=(1, 2, 8, 16), v=(1, 2, 8, 16), dtype=F16):
 def test_bad_inputs_raise_clear_errors(args, kwargs, error, message):
     with pytest.raises(error, match=message):
         flash_attention(*args, **kwargs)
+
+
+@pytest.mark.parametrize("q_shape, k_shape", [((1, 2, 0, 16), (1, 2, 8, 16)), ((0, 2, 5, 16), (0, 2, 8, 16)),
+                                              ((1, 2, 5, 16), (1, 2, 0, 16))])
+def test_empty_inputs_follow_sdpa(q_shape, k_shape):
+    """No query rows: an empty result; no keys: zeros (a weighted sum over nothing), as SDPA."""
+    q, k, v = _qkv(q=q_shape, k=k_shape, v=k_shape)
+    out = flash_attention(q, k, v, causal=True)
+    assert out.shape == q.shape and not out.any()
+    leaves = [t.requires_grad_(True) for t in (q, k, v)]
+    grads = torch.autograd.grad(flash_attention(*leaves).float().sum(), leaves, allow_unused=True)
+    assert all(g is None or not g.any() for g in grads)
 
 
 def test_mixed_dtypes_and_integer_tensors_raise():

@@ -245,12 +245,24 @@ def test_check_causal_refuses_everything_else(causal, lower_right, error, match)
         shared.check_causal(causal, lower_right=lower_right)
 
 
-def test_reference_refuses_alignments_it_does_not_compute():
+def test_reference_alignments_and_windows():
     q, k, v = shared.make_qkv(1, 1, 4, 8, n_k=6, dtype=torch.float32, device="cpu")
-    with pytest.raises(ValueError, match="lower_right"):
-        shared.reference_attention(q, k, v, causal="lower_right")
     torch.testing.assert_close(shared.reference_attention(q, k, v, causal="top_left"),
                                shared.reference_attention(q, k, v, causal=True))
+    # lower-right: query i sees keys j <= i + Nk - Nq, the last query every key
+    visible = torch.ones(4, 6, dtype=torch.bool).tril(diagonal=2)
+    assert torch.equal(shared.test_utils.visibility_mask(4, 6, "lower_right"), visible)
+    assert torch.equal(shared.test_utils.visibility_mask(4, 6, False, (1, 0)),
+                       torch.ones(4, 6, dtype=torch.bool).tril().triu(diagonal=-1))
+    scores = (q.double() @ k.double().transpose(-1, -2)) / 8 ** 0.5
+    want = torch.softmax(scores.masked_fill(~visible, float("-inf")), -1) @ v.double()
+    torch.testing.assert_close(shared.reference_attention(q, k, v, causal="lower_right"), want)
+    # rows that see no key: 0, and lse -inf (SDPA returns zeros there)
+    out, lse = shared.reference_attention(q, k[:, :, :2], v[:, :, :2], causal="lower_right", return_lse=True)
+    assert torch.equal(out[0, 0, :2], torch.zeros(2, 8, dtype=torch.float64))
+    assert torch.isneginf(lse[0, 0, :2]).all() and torch.isfinite(lse[0, 0, 2:]).all()
+    with pytest.raises(ValueError, match="not understood"):
+        shared.reference_attention(q, k, v, causal="bottom")
 
 
 def test_check_attention_inputs_refuses_grad_unless_differentiable():
