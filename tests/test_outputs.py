@@ -1,5 +1,6 @@
 """Where runs write (shared.outputs), the progress line (shared.progress), and what `import shared`
 and the GPU-only scripts say without a GPU (shared.runtime)."""
+import json
 import os
 import subprocess
 import sys
@@ -75,3 +76,23 @@ def test_require_gpu_exits_cleanly_in_one_line(capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "needs a CUDA GPU" in out
+
+
+def test_merge_results_refuses_parts_from_two_gpus(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("merge_results", ROOT / "benchmarks" / "merge_results.py")
+    merge_results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merge_results)
+    parts = []
+    for i, gpu in enumerate(("NVIDIA H100 80GB HBM3", "NVIDIA H200", "NVIDIA H100 80GB HBM3")):
+        parts.append(shared.save_results(tmp_path / f"part{i}.json", [{"impl": "x", "part": i}],
+                                         command=f"p{i}"))
+        data = shared.load_results(parts[-1])
+        data["env"]["gpu"] = gpu
+        parts[-1].write_text(json.dumps(data))
+    merged = merge_results.merge(tmp_path / "ok.json", [parts[0], parts[2]])
+    assert [r["part"] for r in merged["rows"]] == [0, 2] and len(merged["meta"]["parts"]) == 2
+    with pytest.raises(ValueError, match="different GPUs"):
+        merge_results.merge(tmp_path / "mixed.json", parts)
+    assert not (tmp_path / "mixed.json").exists()
