@@ -4,6 +4,8 @@
 #   bash benchmarks/reproduce.sh            # everything: about 50 minutes on an H100 (estimated, see PARTS)
 #   bash benchmarks/reproduce.sh --list     # the parts, their commands and expected minutes; runs nothing
 #   bash benchmarks/reproduce.sh --from 4   # resume at part 4 (after a failure)
+#   bash benchmarks/reproduce.sh --out-root scratch/h200  # leave the committed results alone: write
+#                                           # under scratch/h200/<step folder>/results/, no tables
 #
 # A full GPU run is the official one: each part writes into its step's committed results/ folder,
 # so every file it names is replaced by this GPU's numbers (env.gpu in each file says which GPU;
@@ -37,23 +39,31 @@ PARTS=(
 usage() { awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; }
 fmt() { local s=$1; if (( s < 60 )); then echo "${s} s"; elif (( s < 3600 )); then printf '%dm%02ds\n' $((s / 60)) $((s % 60)); else printf '%dh%02dm\n' $((s / 3600)) $((s % 3600 / 60)); fi; }
 
-from=1 list=0
+from=1 list=0 out_root=""
 while (( $# )); do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --list) list=1 ;;
     --from) from=${2:?--from needs a part number}; shift ;;
+    --out-root) out_root=${2:?--out-root needs a folder}; shift ;;
     *) echo "reproduce.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 
-n=${#PARTS[@]} total=0
-for part in "${PARTS[@]}"; do total=$(( total + ${part%%|*} )); done
+# The parts this run takes: from --from on; with --out-root, their --out-dir moved under it and
+# without the tables (make_tables.py reads the committed files).
+n=${#PARTS[@]} total=0 run=()
+for (( i = 1; i <= n; i++ )); do
+  part=${PARTS[i - 1]}
+  if (( i >= from )) && { [ -z "$out_root" ] || [[ "$part" == *--out-dir* ]]; }; then
+    [ -n "$out_root" ] && part=${part//--out-dir /--out-dir $out_root/}
+    run+=("$i|$part"); total=$(( total + ${part%%|*} ))
+  fi
+done
 if (( list )); then
-  i=0
-  for part in "${PARTS[@]}"; do
-    i=$((i + 1)); IFS='|' read -r secs name cmd <<< "$part"
+  for part in "${run[@]}"; do
+    IFS='|' read -r i secs name cmd <<< "$part"
     printf '%2d. %-62s ~%s\n      %s\n' "$i" "$name" "$(fmt "$secs")" "$cmd"
   done
   echo "total: about $(fmt "$total") on an H100 (estimated)"
@@ -71,15 +81,13 @@ mkdir -p "$logs/bin"
 ln -sf "$PYTHON" "$logs/bin/python"  # the parts say `python`, whatever this machine calls it
 export PATH="$PWD/$logs/bin:$PATH" PYTHONUNBUFFERED=1
 exec > >(tee -a "$logs/reproduce.log") 2>&1
-echo "reproduce.sh: $n parts, about $(fmt "$total") expected on an H100; logs in $logs/"
+echo "reproduce.sh: ${#run[@]} of $n parts, about $(fmt "$total") expected on an H100; logs in $logs/"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,temperature.gpu,power.draw --format=csv 2>&1 || true
 python -c "import torch, triton; print('torch', torch.__version__, '| triton', triton.__version__, '| GPU', torch.cuda.get_device_name())"
 
 start=$SECONDS expected_done=0 failed=() summary=()
-i=0
-for part in "${PARTS[@]}"; do
-  i=$((i + 1)); IFS='|' read -r secs name cmd <<< "$part"
-  if (( i < from )); then total=$(( total - secs )); continue; fi
+for part in "${run[@]}"; do
+  IFS='|' read -r i secs name cmd <<< "$part"
   elapsed=$(( SECONDS - start ))
   # Time left: the expected seconds still to run, scaled by how long the finished parts took
   # against their own expectations.
@@ -110,4 +118,5 @@ if (( ${#failed[@]} )); then
   printf '  %s\n' "${failed[@]}"
   exit 1
 fi
-echo "every part passed: git status shows the results, tables and figures this GPU produced."
+if [ -n "$out_root" ]; then echo "every part passed: the results are under $out_root/"
+else echo "every part passed: git status shows the results, tables and figures this GPU produced."; fi
