@@ -32,7 +32,8 @@ def test_step_tables_match_results(entry):
 
 
 def test_progression_table_matches_results():
-    assert make_tables.current_block(ROOT / "README.md", "progression") == make_tables.progression_rows().strip()
+    current = make_tables.current_block(ROOT / "README.md", "progression")
+    assert current == make_tables.progression_rows().strip(), "run `python make_tables.py`"
 
 
 def test_check_mode_writes_nothing_and_agrees(capsys):

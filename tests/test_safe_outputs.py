@@ -103,17 +103,21 @@ def test_help_and_gpu_only_scripts_without_a_gpu(snapshot):
     commands += [(".", ["bash", s, "--help"]) for s in SH_SCRIPTS]
     commands += [(".", [sys.executable, s]) for s in GPU_ONLY]
     commands += [(".", ["bash", s]) for s in SH_SCRIPTS]
+    commands += [(".", ["bash", "benchmarks/reproduce.sh", "--list"])]
     done = _run_all(commands, snapshot)
     for d in done:
         what = " ".join(d.args[1:])
         out = d.stdout.strip().splitlines()
-        if d.args[-1] == "--help":
+        if d.args[-1] == "--list":  # the plan, without a GPU
+            assert d.returncode == 0 and out[-1].startswith("total: about"), (what, out[-3:])
+        elif d.args[-1] == "--help":
             assert d.returncode == 0 and out, f"{what}: exit status {d.returncode}\n{d.stderr[-2000:]}"
             assert d.args[0] == "bash" or out[0].startswith("usage:"), f"{what}: {out[:3]}"
         elif d.args[-1].endswith("reproduce.sh"):
             assert d.returncode == 1 and out == [out[0]] and "CUDA GPU" in out[0], (what, out)
         else:  # a GPU-only script without a GPU: one line, exit status 0, no traceback
-            assert d.returncode == 0 and len(out) == 1 and "GPU" in out[0], (what, d.stdout, d.stderr[-2000:])
+            assert d.returncode == 0 and len(out) == 1 and "GPU" in out[0], \
+                (what, d.stdout, d.stderr[-2000:])
             assert "Traceback" not in d.stderr, (what, d.stderr[-2000:])
     _assert_clean(snapshot, done)
 
@@ -123,5 +127,6 @@ def test_documented_cpu_runs_leave_the_results_alone(snapshot):
     commands = [(folder, [sys.executable, *argv]) for folder, argv in CPU_RUNS + STEP03_CPU_RUNS]
     done = _run_all(commands, snapshot)
     for d in done:
-        assert d.returncode == 0, f"{' '.join(d.args)}: exit status {d.returncode}\n{d.stdout[-3000:]}{d.stderr[-3000:]}"
+        assert d.returncode == 0, \
+            f"{' '.join(d.args)}: exit status {d.returncode}\n{d.stdout[-3000:]}{d.stderr[-3000:]}"
     _assert_clean(snapshot, done)
