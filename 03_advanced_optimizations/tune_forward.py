@@ -5,8 +5,8 @@ what was kept"):
 
     python tune_forward.py                  # stage 3 (default): today's autotuned kernel against
                                             #   SDPA flash and cuDNN, the whole grid; results/confirm3.json
-    python tune_forward.py --stage 1        # stage 1's tile configurations (results/tune1.*)
-    python tune_forward.py --stage 2        # stage 2's tile configurations, 256-row tiles included
+    python tune_forward.py --stage 1        # stage 1's tile configurations (committed run: results/tune1.*)
+    python tune_forward.py --stage 2        # stage 2's, 256-row tiles included (committed: results/tune2.*)
     python tune_forward.py --out-dir /tmp/tune --stage 2 --workers 8
 
 Stages 1 and 2 compared variants of the kernel that lost and were removed from it: TMA tensor
