@@ -1,12 +1,17 @@
 """Rewrite every results table in the READMEs from the committed results files.
 
-    python make_tables.py
+    python make_tables.py            # rewrite the tables (and redraw step 03's plots)
+    python make_tables.py --check    # only say whether every table is current (exit 1 if not)
 
 No number in a post is typed by hand: each table below lives between
 ``<!-- name:start -->`` and ``<!-- name:end -->`` markers and is regenerated
 from ``NN_*/results/*.json``, with the line saying where it was measured.
 A missing results file leaves its tables as they are and says so.
 """
+import argparse
+import re
+import sys
+import textwrap
 from pathlib import Path
 
 import shared
@@ -16,11 +21,12 @@ ROOT = Path(__file__).resolve().parent
 # (step folder, results file, README marker, implementations in column order, the step's own
 # name, compared with). The first entry of each folder also feeds the progression table.
 TABLES = [
-    ("01_basic_attention", "results/results.json", "results", ["01 basic", "naive torch", "torch sdpa"],
-     "01 basic", ["naive torch", "torch sdpa"]),
+    ("01_basic_attention", "results/results.json", "results",
+     ["01 basic", "naive torch", "torch sdpa", "sdpa flash", "sdpa cudnn"],
+     "01 basic", ["naive torch", "torch sdpa", "sdpa flash", "sdpa cudnn"]),
     ("02_vectorized_attention", "results/results.json", "results",
-     ["02 vectorized", "01 basic", "naive torch", "torch sdpa"],
-     "02 vectorized", ["01 basic", "naive torch", "torch sdpa"]),
+     ["02 vectorized", "01 basic", "naive torch", "torch sdpa", "sdpa flash", "sdpa cudnn"],
+     "02 vectorized", ["01 basic", "naive torch", "torch sdpa", "sdpa flash", "sdpa cudnn"]),
     ("03_advanced_optimizations", "results/forward.json", "results",
      ["03 flash", "sdpa flash", "sdpa cudnn", "flex attention", "sdpa efficient", "naive torch", "02 vectorized"],
      "03 flash", ["sdpa flash", "sdpa cudnn", "flex attention", "naive torch"]),
@@ -33,7 +39,17 @@ STEP03_PLOTS = {"results/forward.json": "forward", "results/backward.json": "bac
 # What the series index shows for every step: one representative configuration.
 PROGRESSION = {"head_dim": 64, "causal": False, "dtype": "float16", "mode": "fwd"}
 PROGRESSION_N = (1024, 4096)
-
+# The progression's baselines, in column order, with their column titles. Each step's ratios are
+# against the rows of its own results file: baselines timed in the same run, on the same GPU.
+# Every step times the first three (shared.standard_baselines); "torch sdpa" (SDPA choosing its
+# own backend) is what steps 01 and 02 timed before, shown while their committed runs have it.
+PROGRESSION_BASELINES = [
+    ("naive torch", "vs naive torch"),
+    ("sdpa flash", "vs SDPA flash"),
+    ("sdpa cudnn", "vs SDPA cuDNN"),
+    ("torch sdpa", "vs SDPA, own backend choice"),
+]
+LEGACY_BASELINES = ("torch sdpa",)
 
 def configurations(rows):
     """The distinct (dtype, mode, head_dim, causal) in the rows, in a stable order."""
@@ -55,32 +71,63 @@ def step_tables(rows, impls, own, others, value="tflops", unit="TFLOP/s"):
 
 
 def progression_rows():
-    lines = ["| step | N | TFLOP/s | vs naive torch | vs torch SDPA / SDPA flash | results file |",
-             "|---|---|---|---|---|---|"]
-    seen = set()
+    """The README's progression: caption and table, every ratio from within one results file."""
+    entries, seen = [], set()  # (step, N, TFLOP/s, {baseline: ratio}, GPU, results file)
     for folder, results, _, _, own, _ in TABLES:
         if folder in seen:
             continue
         seen.add(folder)
         path = ROOT / folder / results
         if not path.exists():
-            lines.append(f"| {own} | – | coming | – | – | – |")
+            entries.append((own, None, None, {}, None, f"{folder}/{results}"))
             continue
-        rows = shared.select(shared.load_results(path)["rows"], **PROGRESSION)
-        by = {(r["impl"], r["n_q"]): r for r in rows}
+        data = shared.load_results(path)
+        by = {(r["impl"], r["n_q"]): r for r in shared.select(data["rows"], **PROGRESSION)}
         for n in PROGRESSION_N:
             mine = by.get((own, n))
             if not mine or not mine.get("ms"):
                 continue
-            sdpa = by.get(("sdpa flash", n)) or by.get(("torch sdpa", n))
-            naive = by.get(("naive torch", n))
-
-            def ratio(other):
-                return f"{other['ms'] / mine['ms']:.2f}x" if other and other.get("ms") else "–"
-
-            lines.append(f"| {own} | {n} | {mine['tflops']:.1f} | {ratio(naive)} | {ratio(sdpa)} | "
-                         f"[{folder}/{results}]({folder}/{results}) |")
-    return "\n".join(lines)
+            ratios = {impl: f"{by[impl, n]['ms'] / mine['ms']:.2f}x" for impl, _ in PROGRESSION_BASELINES
+                      if by.get((impl, n)) and by[impl, n].get("ms")}
+            gpu = data["env"].get("gpu", "?")
+            entries.append((own, n, mine["tflops"], ratios, gpu, f"{folder}/{results}"))
+    measured = [e for e in entries if e[1] is not None]
+    columns = [(impl, title) for impl, title in PROGRESSION_BASELINES if any(impl in e[3] for e in measured)]
+    f = PROGRESSION
+    caption = (f"Forward pass, {f['dtype'].replace('float', 'fp')}, B=4, H=32, D={f['head_dim']}, "
+               f"{'causal' if f['causal'] else 'not causal'}. Each ratio is a time ratio (above 1x, the step "
+               "is faster) against a baseline timed in the same run as the step, on the same GPU; no ratio "
+               "mixes two runs or two GPUs. SDPA flash and SDPA cuDNN are `F.scaled_dot_product_attention` "
+               "forced to one backend.")
+    gpus = sorted({e[4] for e in measured})
+    if len(gpus) > 1:
+        caption += f" The rows come from {len(gpus)} different GPUs: compare their ratios, not their TFLOP/s."
+    lacking = {}  # the current baselines some committed run did not time -> those steps
+    for impl, title in columns:
+        name = title.removeprefix("vs ")
+        for own, _, _, ratios, _, _ in measured:
+            if impl not in ratios and impl not in LEGACY_BASELINES and own not in lacking.get(name, []):
+                lacking.setdefault(name, []).append(own)
+    if lacking:
+        steps = list(dict.fromkeys(s for owns in lacking.values() for s in owns))
+        runs = "run" if len(steps) == 1 else "runs"
+        caption += (f" The committed {runs} of {' and '.join(steps)} did not time {' and '.join(lacking)} "
+                    "(\"–\"); every step times them now, and the next full run "
+                    "(`bash benchmarks/reproduce.sh`) fills those cells.")
+    legacy = [own for own, _, _, ratios, _, _ in measured if any(i in ratios for i in LEGACY_BASELINES)]
+    if legacy:
+        caption += (f" \"Own backend choice\" is plain SDPA, which the committed runs of "
+                    f"{' and '.join(dict.fromkeys(legacy))} timed; which backend it picked is not recorded.")
+    header = ["step", "N", "TFLOP/s"] + [title for _, title in columns] + ["GPU", "results file"]
+    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for own, n, tflops, ratios, gpu, file in entries:
+        if n is None:
+            table.append("| " + " | ".join([own, "–", "coming"] + ["–"] * (len(columns) + 2)) + " |")
+            continue
+        cells = [own, str(n), f"{tflops:.1f}"] + [ratios.get(impl, "–") for impl, _ in columns]
+        table.append("| " + " | ".join(cells + [gpu, f"[{file}]({file})"]) + " |")
+    caption = textwrap.fill(caption, 100, break_long_words=False, break_on_hyphens=False)
+    return caption + "\n\n" + "\n".join(table)
 
 
 def step03_plots():
@@ -99,7 +146,9 @@ def step03_plots():
         print(f"drew the plots of 03_advanced_optimizations/{results}")
 
 
-def main():
+def generated_blocks():
+    """(README path, marker, text) for every table this script writes, from the results files."""
+    blocks = []
     for folder, results, marker, impls, own, others in TABLES:
         path = ROOT / folder / results
         readme = ROOT / folder / "README.md"
@@ -109,12 +158,36 @@ def main():
         data = shared.load_results(path)
         text = shared.env_line(data["env"]) + f" Command: `{data['meta'].get('command', '?')}`.\n\n"
         text += step_tables(data["rows"], impls, own, others)
+        blocks.append((readme, marker, text))
+    blocks.append((ROOT / "README.md", "progression", progression_rows()))
+    return blocks
+
+
+def current_block(readme: Path, marker: str):
+    """What stands between a README's markers now (None without markers)."""
+    match = re.search(rf"<!-- {marker}:start -->\n(.*?)\n<!-- {marker}:end -->", readme.read_text(), re.S)
+    return match.group(1) if match else None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; list the tables that differ from the results files "
+                             "(exit status 1 if any)")
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = [(readme, marker) for readme, marker, text in generated_blocks()
+                 if current_block(readme, marker) != text.strip()]
+        for readme, marker in stale:
+            print(f"stale: the {marker} table of {readme.relative_to(ROOT)}")
+        print("every table is current" if not stale else "run `python make_tables.py` to regenerate them")
+        return 1 if stale else 0
+    for readme, marker, text in generated_blocks():
         shared.write_between_markers(readme, marker, text)
-        print(f"wrote the {marker} tables into {readme.relative_to(ROOT)}")
+        print(f"wrote the {marker} table(s) into {readme.relative_to(ROOT)}")
     step03_plots()
-    shared.write_between_markers(ROOT / "README.md", "progression", progression_rows())
-    print("wrote the progression table into README.md")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

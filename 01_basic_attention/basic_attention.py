@@ -187,8 +187,9 @@ def benchmark(quick, out_dir):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer shapes and sizes")
-    parser.add_argument("--out-dir", type=Path, default=HERE / "results",
-                        help="where results.json and the plots go (default: results/ beside this script)")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="where results.json and the plots go (default: results/ beside this script "
+                             "for a full GPU run, scratch/01_basic_attention/ for --quick)")
     args = parser.parse_args(argv)
     print(shared.describe_runtime())
     if not check(args.quick):
@@ -197,7 +198,7 @@ def main(argv=None):
     if shared.INTERPRETER:
         print("Skipping the benchmark: there is no GPU to time on.")
         return 0
-    benchmark(args.quick, args.out_dir)
+    benchmark(args.quick, shared.output_dir(args.out_dir, HERE / "results", official=not args.quick))
     return 0
 
 

@@ -85,4 +85,10 @@ def draw_access_pattern(path=HERE / "access_pattern.png", n_k=40, head_dim=16, b
 
 
 if __name__ == "__main__":
-    print(f"wrote {draw_access_pattern()}")
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=HERE / "access_pattern.png",
+                        help="the PNG to write (default: access_pattern.png beside this file, "
+                             "the figure the post shows)")
+    print(f"wrote {draw_access_pattern(parser.parse_args().out)}")

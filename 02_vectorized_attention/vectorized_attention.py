@@ -339,6 +339,8 @@ def benchmark(quick, out_dir):
     for r in resources:
         print(f"compiled 02 kernel: {r}")
     rows, started = [], time.time()
+    progress = shared.Progress(weights=[shared.attention_flops(4, 32, n, n, d, c) for c in (False, True)
+                                        for d in head_dims for n in lengths], label="shapes")
     for causal in (False, True):
         for d in head_dims:
             last = {}  # impl -> (N, seconds per call) at the last length it was timed
@@ -366,6 +368,7 @@ def benchmark(quick, out_dir):
                     if row.get("requested_gbps"):
                         line += f" requested {row['requested_gbps']:8.0f} GB/s"
                     print(line, flush=True)
+                print(progress.advance(), flush=True)
     print(f"benchmark took {time.time() - started:.0f} s")
     path = shared.save_results(out_dir / "results.json", rows, step="02_vectorized_attention",
                                command="python vectorized_attention.py" + (" --quick" if quick else ""),
@@ -425,8 +428,9 @@ def draw_figure():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer shapes and sizes")
-    parser.add_argument("--out-dir", type=Path, default=HERE / "results",
-                        help="where results.json and the plots go (default: results/ beside this script)")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="where results.json and the plots go (default: results/ beside this script "
+                             "for a full GPU run, scratch/02_vectorized_attention/ for --quick)")
     parser.add_argument("--figure-only", action="store_true",
                         help="only redraw access_pattern.png beside this script (no GPU needed)")
     args = parser.parse_args(argv)
@@ -446,7 +450,7 @@ def main(argv=None):
     if shared.INTERPRETER:
         print("Skipping the benchmark: there is no GPU to time on.")
         return 0
-    benchmark(args.quick, args.out_dir)
+    benchmark(args.quick, shared.output_dir(args.out_dir, HERE / "results", official=not args.quick))
     return 0
 
 

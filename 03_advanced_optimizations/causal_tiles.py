@@ -100,4 +100,10 @@ def draw_causal_tiles(path=HERE / "causal_tiles.png", block_m=128, block_n=64):
 
 
 if __name__ == "__main__":
-    print(f"wrote {draw_causal_tiles()}")
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=HERE / "causal_tiles.png",
+                        help="the PNG to write (default: causal_tiles.png beside this file, "
+                             "the figure the post shows)")
+    print(f"wrote {draw_causal_tiles(parser.parse_args().out)}")

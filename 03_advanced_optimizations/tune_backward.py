@@ -1,12 +1,14 @@
 """Sweep the tile sizes of step 03's backward kernels on the GPU (the tool behind BWD_CONFIGS).
 
     python tune_backward.py            # GPU only: ~2 minutes; writes results/backward_sweep.json
+    python tune_backward.py --out-dir /tmp/sweep --max-seconds 60
 
 Times the backward alone (no autograd) at (4, 32, 4096, D), fp16, causal and not,
 for each candidate config of the dK/dV kernel and of the dQ kernel, plus the
 fused atomic-dQ variant for comparison, and prints the best per head dim.
 Copy a better choice into ``BWD_CONFIGS`` in flash_attention.py by hand.
 """
+import argparse
 import sys
 from pathlib import Path
 
@@ -15,7 +17,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, f
 import shared  # noqa: E402  (first: picks the interpreter when there is no GPU)
 import torch  # noqa: E402
 
-step03 = shared.load_step("03")
 HERE = Path(__file__).resolve().parent
 
 
@@ -46,6 +47,7 @@ def sweep_backward(out_dir, n=4096, head_dims=(64, 128), dtype=torch.float16, ma
 
     import triton.testing
 
+    step03 = shared.load_step("03")
     rows = []
     started = time.time()
     for d in head_dims:
@@ -90,14 +92,25 @@ def sweep_backward(out_dir, n=4096, head_dims=(64, 128), dtype=torch.float16, ma
         best[d] = tuple(choice)
         print(f"  best config for D={d}: {best[d]} (was {base})")
     path = shared.save_results(out_dir / "backward_sweep.json", rows, step="03_backward_sweep",
-                               command="python tune_backward.py",
+                               command=" ".join(["python tune_backward.py", *sys.argv[1:]]),
                                shape=f"(4, 32, {n}, D)", dtype=str(dtype),
                                best={str(d): list(c) for d, c in best.items()})
     print(f"wrote {path}")
     return rows, best
 
 
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="where backward_sweep.json goes (default: results/ beside this script)")
+    parser.add_argument("--max-seconds", type=float, default=120,
+                        help="stop trying new configs after this long (default 120)")
+    args = parser.parse_args(argv)
+    shared.require_gpu("tune_backward.py")
+    sweep_backward(shared.output_dir(args.out_dir, HERE / "results", official=True),
+                   max_seconds=args.max_seconds)
+    return 0
+
+
 if __name__ == "__main__":
-    if shared.INTERPRETER:
-        sys.exit("tune_backward.py times kernels: it needs a GPU")
-    sweep_backward(HERE / "results")
+    sys.exit(main())

@@ -1,12 +1,23 @@
 """Tuning runs for step 03's forward kernel (GPU only): check every variant, then time them.
 
-Variants (see VARIANTS) over a list of (BLOCK_M, BLOCK_N, num_warps, num_stages).
-Every variant and config is checked against a reference on the GPU before it is timed
-(batch > 1, GQA, odd lengths, non-contiguous inputs), then timed with do_bench medians
-beside SDPA's flash and cuDNN backends in the same process. Compilation is warmed in
-parallel worker processes first (Triton's disk cache), so the timing phase stays short.
+Three stages, each the run behind a part of the post's section 7 ("Hopper: what was tried,
+what was kept"):
 
-    python tune_forward.py --out-dir /tmp/tune --stage 2
+    python tune_forward.py                  # stage 3 (default): today's autotuned kernel against
+                                            #   SDPA flash and cuDNN, the whole grid; results/confirm3.json
+    python tune_forward.py --stage 1        # stage 1's tile configurations (committed run: results/tune1.*)
+    python tune_forward.py --stage 2        # stage 2's, 256-row tiles included (committed: results/tune2.*)
+    python tune_forward.py --out-dir /tmp/tune --stage 2 --workers 8
+
+Stages 1 and 2 compared variants of the kernel that lost and were removed from it: TMA tensor
+descriptors (stage 1, at commit 519035d), lazy rescaling and a hand-pipelined loop (stage 2, at
+commit 1008836). From today's code these stages time the plain pointer path over the same
+configurations, write to scratch/03_advanced_optimizations/ (or --out-dir) so the committed
+tune1/tune2 files stay as measured, and print the commands that re-run the removed variants
+at their commits. Every variant and config is checked against a reference on the GPU before it
+is timed (batch > 1, GQA, odd lengths, non-contiguous inputs), then timed with do_bench medians
+beside SDPA's flash and cuDNN backends in the same process. Compilation is warmed in parallel
+worker processes first (Triton's disk cache), so the timing phase stays short.
 """
 import argparse
 import concurrent.futures as cf
@@ -21,15 +32,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import shared  # noqa: E402
 import torch  # noqa: E402
-import triton  # noqa: E402
 import triton.testing  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-# Stage 1 ran at commit 519035d, when the kernel still had use_tma= and warp_specialize=
-# switches (device-side tl.make_tensor_descriptor; tl.range(warp_specialize=...)); stage 2
-# at commit 1008836, with lazy_rescale= and pipeline_qk= switches. All four were removed
-# after the measurements (results/tune1.log, tune2.log). Stage 3 times today's default path.
+# Today's kernel has one path, plain pointer loads. The variants it was compared with were removed
+# after the measurements (results/tune1.log, tune2.log); their code is at these commits:
 VARIANTS = {"ptr": {}}
+REMOVED = {
+    1: ("519035d", "tma (TMA tensor descriptors, use_tma=; warp_specialize= was checked offline only)"),
+    2: ("1008836", "lazy (lazy_rescale=) and pipe (pipeline_qk=, a hand-pipelined loop)"),
+}
+# The configurations (BLOCK_M, BLOCK_N, num_warps, num_stages) each stage timed, per head dim.
+STAGE_CONFIGS = {
+    1: {64: [(64, 64, 4, 3), (128, 64, 4, 3), (128, 64, 4, 4), (128, 64, 8, 3),
+             (128, 128, 8, 3), (128, 128, 4, 3), (128, 32, 4, 3), (128, 128, 8, 2)],
+        128: [(128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 3), (128, 128, 8, 2),
+              (64, 64, 4, 3), (128, 32, 4, 3), (128, 64, 8, 4), (128, 64, 8, 2)]},
+    2: {64: [(128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (256, 64, 16, 3),
+             (128, 128, 4, 3), (128, 64, 8, 2)],
+        128: [(128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 8, 4),
+              (256, 64, 16, 3), (256, 128, 16, 2)]},
+}
 B, H = 4, 32
 
 
@@ -41,35 +64,29 @@ def load_fa():
     return module
 
 
+def removed_variants_note(stage):
+    """How to re-run the variants of a stage that today's kernel no longer has."""
+    commit, what = REMOVED[stage]
+    return (f"stage {stage} also timed {what}; they were removed from the kernel. To re-run them:\n"
+            f"    git worktree add /tmp/stage{stage} {commit}\n"
+            f"    cd /tmp/stage{stage}/03_advanced_optimizations && python tune_forward.py "
+            f"--out-dir /tmp/tune{stage} --stage {stage}")
+
+
 def plan(stage):
     """(variant, config, D, causal, dtype) tuples to time, and the lengths."""
-    dt = "float16"
-    if stage == 1:
-        raise SystemExit("stage 1 needs commit 519035d (TMA / warp-specialize variants)")
-    if stage == 2:
-        raise SystemExit("stage 2 needs commit 1008836 (lazy-rescale / pipelined variants)")
-    if stage == 2:
-        cfgs = {64: [(128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (256, 64, 16, 3),
-                     (128, 128, 4, 3), (128, 64, 8, 2)],
-                128: [(128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 8, 4),
-                      (256, 64, 16, 3), (256, 128, 16, 2)]}
-        jobs = []
-        for d in (64, 128):
-            for causal in (False, True):
-                for var in ("ptr", "lazy"):
-                    jobs += [(var, c, d, causal, dt) for c in cfgs[d]]
-                    jobs += [(var, c, d, causal, "bfloat16") for c in ((128, 64, 8, 3), (128, 128, 8, 3))]
-                jobs += [("pipe", c, d, causal, dt) for c in cfgs[d][:3]]
-        return jobs, (1024, 4096, 16384)
-    raise SystemExit(f"unknown stage {stage}")
-
-
-DRY = shared.INTERPRETER  # no GPU: a smoke test of this script's logic on tiny shapes
+    if stage not in STAGE_CONFIGS:
+        raise SystemExit(f"unknown stage {stage}")
+    cfgs, jobs = STAGE_CONFIGS[stage], []
+    for d in (64, 128):
+        for causal in (False, True):
+            jobs += [("ptr", c, d, causal, "float16") for c in cfgs[d]]
+            if stage == 2:  # stage 2 also took two configurations in bf16
+                jobs += [("ptr", c, d, causal, "bfloat16") for c in ((128, 64, 8, 3), (128, 128, 8, 3))]
+    return jobs, (1024, 4096, 16384)
 
 
 def make_inputs(d, n, dtype, seed=0):
-    if DRY:
-        return shared.make_qkv(1, 2, 40, d, dtype=getattr(torch, dtype), seed=seed)
     return shared.make_qkv(B, H, n, d, dtype=getattr(torch, dtype), device=shared.DEVICE, seed=seed)
 
 
@@ -104,9 +121,6 @@ def feature_checks(fa, var, log):
         (2, 4, 4, 1025, 1025, 64, False, torch.float16, False),
     ]
     ok_all = True
-    if DRY:
-        cases = [(2, 4, 2, 17, 33, 64, True, torch.float16, True),
-                 (1, 2, 1, 1, 20, 111, False, torch.bfloat16, False)]
     for b, h, hkv, nq, nk, d, causal, dtype, noncontig in cases:
         if noncontig:
             q, k, v = (torch.randn(b, n, hh, d, device=shared.DEVICE, dtype=dtype).transpose(1, 2)
@@ -136,15 +150,17 @@ def confirm(out_dir):
     ceilings = {str(dt): shared.measure_ceilings(dtype=dt) for dt in (torch.float16, torch.bfloat16)}
     print("ceilings", ceilings, flush=True)
     rows = []
-    t0 = time.time()
-    for dtype in (torch.float16, torch.bfloat16):
-        for d in (64, 128):
-            for causal in (False, True):
-                shapes = [(B, H, n, d) for n in (1024, 2048, 4096, 8192, 16384)]
-                rows += shared.quick_benchmark(fns, shapes=shapes, causal=causal, dtype=dtype)
-                shared.save_results(out_dir / "confirm3.json", rows, ceilings=ceilings,
-                                    command="python tune_forward.py --stage 3")
-                print(f"-- {time.time() - t0:.0f} s", flush=True)
+    lengths = (1024, 2048, 4096, 8192, 16384)
+    parts = [(dtype, d, causal) for dtype in (torch.float16, torch.bfloat16) for d in (64, 128)
+             for causal in (False, True)]
+    progress = shared.Progress(weights=[sum(shared.attention_flops(B, H, n, n, d, c) for n in lengths)
+                                        for _, d, c in parts], label="parts of stage 3")
+    for dtype, d, causal in parts:
+        shapes = [(B, H, n, d) for n in lengths]
+        rows += shared.quick_benchmark(fns, shapes=shapes, causal=causal, dtype=dtype)
+        shared.save_results(out_dir / "confirm3.json", rows, ceilings=ceilings,
+                            command="python tune_forward.py --stage 3")
+        print(progress.advance(), flush=True)
     print("03 flash / sdpa flash / sdpa cudnn, TFLOP/s:")
     for r in rows:
         if r["impl"] == "03 flash" and r["tflops"]:
@@ -155,16 +171,23 @@ def confirm(out_dir):
                   f"{r['tflops']:5.0f}  x{r['tflops'] / fl:.2f} flash  x{r['tflops'] / cu:.2f} cudnn")
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--out-dir", type=Path, required=True)
-    parser.add_argument("--stage", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=12)
-    args = parser.parse_args()
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", type=int, choices=(1, 2, 3), default=3,
+                        help="3 (default): today's kernel against SDPA, the whole grid; 1 or 2: the tile "
+                             "configurations of tuning stage 1 or 2, pointer path (see the docstring)")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="default: results/ beside this script for stage 3, "
+                             "scratch/03_advanced_optimizations/ for stages 1 and 2")
+    parser.add_argument("--workers", type=int, default=12, help="processes that compile in parallel")
+    args = parser.parse_args(argv)
+    shared.require_gpu("tune_forward.py")
+    why = f"stage {args.stage} from today's code, not the committed tune{args.stage} run"
+    out_dir = shared.output_dir(args.out_dir, HERE / "results", official=args.stage == 3, why=why)
     if args.stage == 3:
-        return confirm(args.out_dir)
-    logf = open(args.out_dir / f"tune{args.stage}.log", "w")
+        return confirm(out_dir)
+    print(removed_variants_note(args.stage), flush=True)
+    logf = open(out_dir / f"tune{args.stage}.log", "w")
 
     def log(msg):
         print(msg, flush=True)
@@ -175,15 +198,8 @@ def main():
     fa = load_fa()
     env = shared.environment()
     log(json.dumps(env))
-    result = {"env": env, "stage": args.stage, "warm": [], "checks": {}, "config_checks": [],
-              "rows": [], "anchors": [], "ceilings": {}}
-    if DRY:
-        jobs, _ = plan(args.stage)
-        jobs = jobs[:2] + [j for j in jobs if j[3]][:1]
-        for job in jobs:
-            print(warm(job))
-        print(feature_checks(fa, "ptr", log))
-        return
+    result = {"env": env, "stage": args.stage, "commit_of_removed_variants": REMOVED[args.stage][0],
+              "warm": [], "checks": {}, "config_checks": [], "rows": [], "anchors": [], "ceilings": {}}
     for dt in (torch.float16, torch.bfloat16):
         result["ceilings"][str(dt)] = shared.measure_ceilings(dtype=dt)
     log(f"ceilings {result['ceilings']}")
@@ -237,6 +253,9 @@ def main():
     # 4. timing: anchors and every good job, per shape
     sdpa_flash, sdpa_cudnn = shared.sdpa_backend("flash"), shared.sdpa_backend("cudnn")
     shapes = sorted({(d, causal, dtype) for _, _, d, causal, dtype in good})
+    timed = {key: 3 + sum(job[2:] == key for job in good) for key in shapes}  # 3 anchors + the configs
+    progress = shared.Progress(weights=[shared.attention_flops(B, H, n, n, d, c) * timed[(d, c, dt)]
+                                        for d, c, dt in shapes for n in lengths], label="shapes")
     for d, causal, dtype in shapes:
         for n in lengths:
             q, k, v = make_inputs(d, n, dtype, seed=2)
@@ -268,7 +287,8 @@ def main():
                     f" x{tf / line['sdpa cudnn']:.2f} cudnn")
             del q, k, v
             torch.cuda.empty_cache()
-            (args.out_dir / f"tune{args.stage}.json").write_text(json.dumps(result, indent=1))
+            log(progress.advance())
+            (out_dir / f"tune{args.stage}.json").write_text(json.dumps(result, indent=1))
     # best per shape
     log("best per shape:")
     for d, causal, dtype in shapes:
@@ -279,9 +299,10 @@ def main():
                 best = max(rows, key=lambda r: r["tflops"])
                 log(f"  D={d} causal={causal!s:<5} N={n:<6} {best['variant']:<7} {best['config']} "
                     f"{best['tflops']:.0f} x{best['vs_flash']:.2f} flash x{best['vs_cudnn']:.2f} cudnn")
-    (args.out_dir / f"tune{args.stage}.json").write_text(json.dumps(result, indent=1))
+    (out_dir / f"tune{args.stage}.json").write_text(json.dumps(result, indent=1))
     log(f"total {time.time() - t_start:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -2,6 +2,9 @@
 # One device call: step 03's forward grid (B=4, H=32, N 1024..16384, causal and not) beside every
 # baseline, in parts that each save their own results file, most important first, so that a call
 # that runs out of time still returns what it finished. Writes $OUT/forward.tgz and logs.
+case "${1:-}" in -h|--help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0 ;; esac
+python3 -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null \
+  || { echo "$(basename "$0") runs the benchmarks on a CUDA GPU, and there is none here (nothing to do)."; exit 0; }
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # One device call: the tests natively on the GPU, then steps 01 and 02 (check + full benchmark).
 # Usage on the device machine: bash benchmarks/run_steps_01_02.sh  (writes under $OUT)
+case "${1:-}" in -h|--help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0 ;; esac
+python3 -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null \
+  || { echo "$(basename "$0") runs the benchmarks on a CUDA GPU, and there is none here (nothing to do)."; exit 0; }
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}

@@ -24,9 +24,12 @@ from .benchmark_utils import (
     attention_flops, attention_min_bytes, env_line, environment, load_results, measure,
     measure_ceilings, pivot_table, quick_benchmark, save_results, select, write_between_markers,
 )
+from .runtime import require_gpu
+from .outputs import output_dir, scratch_dir
+from .progress import Progress, format_seconds
 
 __all__ = [
-    "DEVICE", "HAS_GPU", "INTERPRETER", "describe_runtime",
+    "DEVICE", "HAS_GPU", "INTERPRETER", "describe_runtime", "require_gpu",
     "CHECK_SHAPES_FULL", "CHECK_SHAPES_QUICK", "LAYOUTS", "CorrectnessResult", "compare_with_reference",
     "make_qkv", "reference_attention", "run_checks", "test_correctness", "tolerance",
     "load_step", "check_attention_inputs", "check_causal", "check_grid_rows", "check_out",
@@ -35,4 +38,5 @@ __all__ = [
     "attention_flops", "attention_min_bytes", "env_line", "environment", "load_results",
     "measure", "measure_ceilings", "pivot_table", "quick_benchmark", "save_results", "select",
     "write_between_markers", "run_step", "compare_gradients", "reference_gradients",
+    "output_dir", "scratch_dir", "Progress", "format_seconds",
 ]

@@ -88,5 +88,8 @@ COLORS = {
 
 
 def standard_baselines():
-    """The two baselines every step shows: naive PyTorch and SDPA."""
-    return {"naive torch": naive_torch, "torch sdpa": torch_sdpa}
+    """The baselines every step times beside itself: naive PyTorch, and SDPA forced to its flash
+    and to its cuDNN backend (GPU only). Forced, so that every step's ratios are against the same
+    kernels, whichever backend SDPA would pick by itself on that GPU and torch version."""
+    return {"naive torch": naive_torch, "sdpa flash": sdpa_backend("flash"),
+            "sdpa cudnn": sdpa_backend("cudnn")}

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .progress import Progress
 from .runtime import DEVICE, INTERPRETER
 from .test_utils import make_qkv
 
@@ -206,18 +207,23 @@ def quick_benchmark(fns: dict, shapes=None, causal=False, dtype=torch.float16, m
     dtypes = dtype if isinstance(dtype, (list, tuple)) else (dtype,)
     modes = (modes,) if isinstance(modes, str) else modes
     _check_benchmark_args(fns, shapes, causals, dtypes, modes)
-    if verbose and INTERPRETER and timer is None:
+    timed = not (INTERPRETER and timer is None)
+    if verbose and not timed:
         print("quick_benchmark: no GPU, so nothing is timed (interpreter timings mean nothing).")
+    # A progress line after each shape: done/total, time so far, time left weighed by FLOPs.
+    groups = [(dt, c, shape_dict(s), m) for dt in dtypes for c in causals for s in shapes for m in modes]
+    weights = [attention_flops(s["batch"], s["heads"], s["n_q"], s["n_k"], s["head_dim"], c, m)
+               for _, c, s, m in groups]
+    progress = Progress(weights=weights, label="shapes")
     rows = []
-    for dt in dtypes:
-        for is_causal in causals:
-            for shape in shapes:
-                for mode in modes:
-                    for name, fn in fns.items():
-                        row = {"impl": name, **measure(fn, shape, is_causal, dt, mode, warmup, rep, timer)}
-                        rows.append(row)
-                        if verbose:
-                            print(format_row(row), flush=True)
+    for dt, is_causal, shape, mode in groups:
+        for name, fn in fns.items():
+            row = {"impl": name, **measure(fn, shape, is_causal, dt, mode, warmup, rep, timer)}
+            rows.append(row)
+            if verbose:
+                print(format_row(row), flush=True)
+        if verbose and timed and len(groups) > 1:
+            print(progress.advance(), flush=True)
     return rows
 
 

@@ -2,10 +2,12 @@
 
 Triton reads ``TRITON_INTERPRET`` once, when it is first imported, so this
 module must be imported before ``triton`` (``import shared`` does it first).
-Without a CUDA GPU it switches the interpreter on by itself; a reader on a
-laptop can run every step, only slowly and without meaningful timings.
+Without a CUDA GPU it switches the interpreter on by itself and says so in one
+line on stderr; a reader on a laptop can run every step, only slowly and
+without meaningful timings.
 """
 import os
+import sys
 
 import torch
 
@@ -14,12 +16,15 @@ HAS_GPU = torch.cuda.is_available()
 # TRITON_INTERPRET=0, set explicitly, keeps Triton compiling even without a GPU: for tools
 # that compile kernels offline (benchmarks/compile_offline.py), never to run them.
 if not HAS_GPU and os.environ.get("TRITON_INTERPRET") is None:
-    if "triton" in __import__("sys").modules:
+    if "triton" in sys.modules:
         raise RuntimeError(
             "no GPU found and triton was imported before shared: import shared first, "
             "or set TRITON_INTERPRET=1 yourself"
         )
     os.environ["TRITON_INTERPRET"] = "1"
+    # Said once, by the process that switched it on (child processes inherit the variable).
+    print("shared: no CUDA GPU, so Triton kernels run in its CPU interpreter (TRITON_INTERPRET=1): "
+          "slow, and timings mean nothing.", file=sys.stderr)
 
 INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") == "1"
 DEVICE = "cpu" if INTERPRETER else "cuda"
@@ -33,3 +38,10 @@ def describe_runtime() -> str:
             "on small sizes. Timings would mean nothing there, so benchmarks are skipped."
         )
     return f"GPU: {torch.cuda.get_device_name()} - compiled Triton kernels, timed with do_bench."
+
+
+def require_gpu(script: str, does: str = "times kernels") -> None:
+    """For GPU-only scripts: without a GPU, say so in one line and exit cleanly (status 0)."""
+    if INTERPRETER:
+        print(f"{script} {does}: it needs a CUDA GPU, and there is none here (nothing to do).")
+        sys.exit(0)

@@ -21,6 +21,9 @@ def load_step(step: str):
     if step not in STEP_SCRIPTS:
         raise ValueError(f"unknown step {step!r}; choose from {sorted(STEP_SCRIPTS)}")
     path = STEP_SCRIPTS[step]
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is not there: load_step needs the series' checkout (run from it, "
+                                "or install it with `pip install -e .`, not `pip install .`)")
     name = f"step{step}_{path.stem}"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, path)

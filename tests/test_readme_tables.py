@@ -4,7 +4,7 @@ A number edited by hand, or a results file updated without regenerating the
 posts, fails here; the fix is `python make_tables.py`.
 """
 import importlib.util
-import re
+import json
 from pathlib import Path
 
 import pytest
@@ -17,23 +17,65 @@ make_tables = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(make_tables)
 
 
-def _block(readme: Path, marker: str) -> str:
-    match = re.search(rf"<!-- {marker}:start -->\n(.*?)\n<!-- {marker}:end -->", readme.read_text(), re.S)
-    return match.group(1) if match else None
-
-
 @pytest.mark.parametrize("entry", make_tables.TABLES, ids=lambda e: f"{e[0]}:{e[2]}")
 def test_step_tables_match_results(entry):
     folder, results, marker, impls, own, others = entry
     readme, path = ROOT / folder / "README.md", ROOT / folder / results
-    if not readme.exists() or not path.exists() or _block(readme, marker) is None:
+    if not readme.exists() or not path.exists() or make_tables.current_block(readme, marker) is None:
         pytest.skip("this post or its results do not exist yet")
     data = shared.load_results(path)
     assert data["env"].get("gpu") and data["env"].get("torch") and data["env"].get("triton")
     text = shared.env_line(data["env"]) + f" Command: `{data['meta'].get('command', '?')}`.\n\n"
     text += make_tables.step_tables(data["rows"], impls, own, others)
-    assert _block(readme, marker) == text.strip(), f"run `python make_tables.py` to regenerate {readme}"
+    assert make_tables.current_block(readme, marker) == text.strip(), \
+        f"run `python make_tables.py` to regenerate {readme}"
 
 
 def test_progression_table_matches_results():
-    assert _block(ROOT / "README.md", "progression") == make_tables.progression_rows().strip()
+    current = make_tables.current_block(ROOT / "README.md", "progression")
+    assert current == make_tables.progression_rows().strip(), "run `python make_tables.py`"
+
+
+def test_check_mode_writes_nothing_and_agrees(capsys):
+    before = {p: p.read_text() for p in ROOT.glob("**/README.md") if ".venv" not in p.parts}
+    assert make_tables.main(["--check"]) == 0
+    assert "every table is current" in capsys.readouterr().out
+    assert before == {p: p.read_text() for p in before}
+
+
+def _row(impl, n, ms):
+    return {"impl": impl, "batch": 4, "heads": 32, "n_q": n, "n_k": n, "kv_heads": 32, "head_dim": 64,
+            "causal": False, "dtype": "float16", "mode": "fwd", "ms": ms, "tflops": 1.0, "status": "ok"}
+
+
+def _write(root, folder, results, gpu, rows):
+    path = root / folder / results
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"env": {"gpu": gpu}, "meta": {}, "rows": rows}))
+
+
+def test_progression_takes_every_ratio_from_the_steps_own_run(tmp_path, monkeypatch):
+    # Step 01 on one GPU with the legacy baseline, step 03 on another with the forced backends.
+    _write(tmp_path, "01_basic_attention", "results/results.json", "GPU A",
+           [_row("01 basic", n, 10.0) for n in (1024, 4096)]
+           + [_row("naive torch", n, 5.0) for n in (1024, 4096)]
+           + [_row("torch sdpa", n, 1.0) for n in (1024, 4096)])
+    _write(tmp_path, "03_advanced_optimizations", "results/forward.json", "GPU B",
+           [_row("03 flash", n, 1.0) for n in (1024, 4096)]
+           + [_row("naive torch", n, 8.0) for n in (1024, 4096)]
+           + [_row("sdpa flash", n, 1.5) for n in (1024, 4096)]
+           + [_row("sdpa cudnn", n, 0.9) for n in (1024, 4096)])
+    monkeypatch.setattr(make_tables, "ROOT", tmp_path)
+    text = make_tables.progression_rows()
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| step"))
+    assert header.split(" | ")[3:7] == ["vs naive torch", "vs SDPA flash", "vs SDPA cuDNN",
+                                        "vs SDPA, own backend choice"]
+    row01 = next(line for line in lines if line.startswith("| 01 basic | 1024"))
+    row03 = next(line for line in lines if line.startswith("| 03 flash | 1024"))
+    assert "| 0.50x | – | – | 0.10x | GPU A |" in row01   # its own naive and SDPA rows, GPU A
+    assert "| 8.00x | 1.50x | 0.90x | – | GPU B |" in row03  # never GPU A's baselines
+    assert "| 02 vectorized | – | coming |" in text          # no results file yet
+    caption = " ".join(lines[:lines.index("")])
+    assert "not causal" in caption and "2 different GPUs" in caption
+    assert "01 basic did not time SDPA flash and SDPA cuDNN" in caption
