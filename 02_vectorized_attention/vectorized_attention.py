@@ -118,6 +118,7 @@ def vectorized_attention_kernel(
     CAUSAL: tl.constexpr,  # mask keys j > i (compiled as a separate kernel)
     BLOCK_N: tl.constexpr,  # keys per block: rows of the K and V tiles (see block_n_for)
     BLOCK_D: tl.constexpr,  # lanes per row: tl.arange needs a power of two
+    LOOP_STAGES: tl.constexpr = 0,  # 0: plain loop (the default); k > 0: tl.range(..., num_stages=k)
 ):
     row = tl.program_id(0)  # which query row i
     bh = tl.program_id(1)  # which (batch, head) pair
@@ -152,7 +153,13 @@ def vectorized_attention_kernel(
     end = n_k
     if CAUSAL:
         end = tl.minimum(row + 1, n_k)
-    for start in range(0, end, BLOCK_N):
+    # The launch-level num_stages pipelines only loads that feed a tl.dot, so by
+    # default this loop is not pipelined: each block's loads are issued, waited
+    # for and used in turn. LOOP_STAGES = k > 0 asks Triton to pipeline this loop
+    # k deep (tl.range's num_stages applies to plain loads too); the experiment is
+    # benchmarks/step02_range_stages.py. With LOOP_STAGES = 0 the loop compiles
+    # exactly as a plain `range` would.
+    for start in tl.range(0, end, BLOCK_N, num_stages=LOOP_STAGES if LOOP_STAGES > 0 else None):
         keys = start + offs_n  # the key indices of this block
         n_mask = keys < end  # visible keys: False past Nk and past the diagonal
         tile_mask = n_mask[:, None] & d_mask[None, :]
@@ -191,8 +198,11 @@ def vectorized_attention(q, k, v, causal=False, scale=None, out=None):
     return out
 
 
-def launch(q, k, v, out, scale, causal):
-    """Launch the kernel on checked tensors; returns what Triton returns (on a GPU, the compiled kernel)."""
+def launch(q, k, v, out, scale, causal, loop_stages=0):
+    """Launch the kernel on checked tensors; returns what Triton returns (on a GPU, the compiled kernel).
+
+    ``loop_stages`` > 0 pipelines the key loop that many stages deep (an experiment; 0 is the default).
+    """
     batch, heads, n_q, head_dim = q.shape
     shared.check_grid_rows(batch, heads)
     grid = (n_q, batch * heads)  # one program per query row, per (batch, head), as in step 01
@@ -203,6 +213,7 @@ def launch(q, k, v, out, scale, causal):
         CAUSAL=bool(causal),
         BLOCK_N=block_n_for(head_dim),
         BLOCK_D=triton.next_power_of_2(head_dim),
+        LOOP_STAGES=loop_stages,
         num_warps=NUM_WARPS,  # 32 threads share a tile of <= 2048 elements (see TILE_ELEMENTS)
     )
 
