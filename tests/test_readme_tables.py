@@ -37,3 +37,14 @@ def test_step_tables_match_results(entry):
 
 def test_progression_table_matches_results():
     assert _block(ROOT / "README.md", "progression") == make_tables.progression_rows().strip()
+
+
+@pytest.mark.parametrize("entry, render", [(make_tables.STEP02_SWEEP, make_tables.sweep_tables),
+                                           (make_tables.STEP02_RANGE, make_tables.range_stages_tables)],
+                         ids=lambda e: e[2] if isinstance(e, tuple) else "")
+def test_step02_experiment_tables_match_results(entry, render):
+    folder, results, marker = entry[:3]
+    readme, path = ROOT / folder / "README.md", ROOT / folder / results
+    if not readme.exists() or not path.exists() or _block(readme, marker) is None:
+        pytest.skip("this table's results file or marker does not exist yet")
+    assert _block(readme, marker) == render(shared.load_results(path)).strip(), "run `python make_tables.py`"
