@@ -18,7 +18,7 @@ You will learn:
 Run it (from this folder or the repo root):
     python vectorized_attention.py                # check several shapes, then benchmark (GPU) and plot
     python vectorized_attention.py --quick        # fewer shapes, a short benchmark
-    python vectorized_attention.py --figure-only  # only redraw access_pattern.png (no GPU needed)
+    python vectorized_attention.py --figure-only  # only redraw load_timeline.png (no GPU needed)
 Without a GPU it runs in Triton's CPU interpreter on small shapes and skips timing.
 """
 import argparse
@@ -420,11 +420,11 @@ def plot_requested_bandwidth(rows, path, copy_gbps, title=""):
 
 
 def draw_figure():
-    """Redraw access_pattern.png: how step 01 and step 02 load K for one query row."""
-    spec = importlib.util.spec_from_file_location("access_pattern", HERE / "access_pattern.py")
+    """Redraw load_timeline.png: when one program of steps 01 and 02 loads, waits and computes."""
+    spec = importlib.util.spec_from_file_location("load_timeline", HERE / "load_timeline.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.draw_access_pattern(HERE / "access_pattern.png")
+    return module.draw_load_timeline(HERE / "load_timeline.png")
 
 
 def main(argv=None):
@@ -433,7 +433,7 @@ def main(argv=None):
     parser.add_argument("--out-dir", type=Path, default=HERE / "results",
                         help="where results.json and the plots go (default: results/ beside this script)")
     parser.add_argument("--figure-only", action="store_true",
-                        help="only redraw access_pattern.png beside this script (no GPU needed)")
+                        help="only redraw load_timeline.png beside this script (no GPU needed)")
     args = parser.parse_args(argv)
     if args.figure_only:
         print(f"wrote {draw_figure()}")
