@@ -130,6 +130,89 @@ def progression_rows():
     return caption + "\n\n" + "\n".join(table)
 
 
+# Step 02's own experiments, each in its post between its own markers: the block-size and
+# warps sweep, and the key loop pipelined with tl.range (a missing file leaves its block as is).
+STEP02_SWEEP = ("02_vectorized_attention", "results/sweep02.json", "sweep", "python benchmarks/sweep_step02.py")
+STEP02_RANGE = ("02_vectorized_attention", "results/range_stages.json", "range_stages")
+
+
+def sweep_tables(data):
+    """Step 02's sweep, without the mask and with 1 launch-level stage: TFLOP/s and time ratio to step 01."""
+    parts = [shared.env_line(data["env"]) + f" Command: `{STEP02_SWEEP[3]}`."]
+    rows = [r for r in data["rows"] if not r["causal"] and r["stages"] == 1]
+    for head_dim in sorted({r["head_dim"] for r in rows}):
+        sel = [r for r in rows if r["head_dim"] == head_dim]
+        best = min(sel, key=lambda r: r["ms"])
+        by = {(r["block_n"], r["warps"]): r for r in sel}
+        warps = sorted({r["warps"] for r in sel})
+        lines = [f"**D = {head_dim}, not causal, N = {sel[0]['n']}** (step 01: {sel[0]['ms01']:.1f} ms; "
+                 "cells: TFLOP/s and the time ratio to step 01, best in bold)", "",
+                 "| BLOCK_N | " + " | ".join(f"{w} warp{'s' if w > 1 else ''}" for w in warps) + " |",
+                 "|" + "---|" * (len(warps) + 1)]
+        for block_n in sorted({r["block_n"] for r in sel}):
+            cells = []
+            for w in warps:
+                r = by.get((block_n, w))
+                cell = f"{r['tflops']:.1f} ({r['speedup_vs_01']:.2f}x)" if r else "–"
+                cells.append(f"**{cell}**" if r is best else cell)
+            lines.append(f"| {block_n} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def range_stages_tables(data):
+    """The tl.range(num_stages=k) experiment: TFLOP/s per LOOP_STAGES, and the compiled kernels' resources."""
+    stages = data["meta"]["loop_stages"]
+    rows = data["rows"]
+    by = {(r["head_dim"], r["causal"], r["n_q"], r["impl"]): r for r in rows}
+    names = {s: next(r["impl"] for r in rows if r["loop_stages"] == s and "again" not in r["impl"]) for s in stages}
+    head = (["D", "causal", "N"] + [f"{'plain loop' if s == 0 else f'stages={s}'}" for s in stages]
+            + ["plain loop, timed again", "fastest tl.range vs plain"])
+    lines = [shared.env_line(data["env"]) + f" Command: `{data['meta'].get('command', '?')}`.", "",
+             "TFLOP/s (fp16, B=4, H=32); the last column is a time ratio: above 1x, the fastest tl.range loop "
+             "beats the plain one.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for d, causal, n in sorted({(r["head_dim"], r["causal"], r["n_q"]) for r in rows}):
+        cells = [str(d), "yes" if causal else "no", str(n)]
+        timed = {s: by.get((d, causal, n, names[s])) for s in stages}
+        cells += [f"{r['tflops']:.1f}" if r and r.get("tflops") else "–" for r in timed.values()]
+        again = next((r for r in rows if (r["head_dim"], r["causal"], r["n_q"]) == (d, causal, n)
+                      and "again" in r["impl"]), None)
+        cells.append(f"{again['tflops']:.1f}" if again and again.get("tflops") else "–")
+        piped = [(r["ms"], s) for s, r in timed.items() if s > 0 and r and r.get("ms")]
+        plain = timed[0]
+        if piped and plain and plain.get("ms"):
+            ms, best = min(piped)
+            cells.append(f"{plain['ms'] / ms:.2f}x (stages={best})")
+        else:
+            cells.append("–")
+        lines.append("| " + " | ".join(cells) + " |")
+    res = data["meta"].get("kernel_resources") or []
+    if res:
+        dims = sorted({r["head_dim"] for r in res})
+        lines += ["", "Compiled kernels, not causal: registers per thread / spills / shared memory bytes", "",
+                  "| LOOP_STAGES | " + " | ".join(f"D = {d}" for d in dims) + " |", "|" + "---|" * (len(dims) + 1)]
+        for s in stages:
+            cells = []
+            for d in dims:
+                r = next((x for x in res if x["loop_stages"] == s and x["head_dim"] == d and not x["causal"]), None)
+                cells.append(f"{r['n_regs']} / {r['n_spills']} / {r['shared_bytes']}" if r else "–")
+            lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def step02_experiments():
+    """(README path, marker, text) of the sweep and pipelining tables in step 02's post."""
+    blocks = []
+    for (folder, results, marker, *_), render in ((STEP02_SWEEP, sweep_tables), (STEP02_RANGE, range_stages_tables)):
+        path, readme = ROOT / folder / results, ROOT / folder / "README.md"
+        if not path.exists() or not readme.exists() or f"<!-- {marker}:start -->" not in readme.read_text():
+            print(f"skip {folder} {marker}: no {results}, README.md or marker yet")
+            continue
+        blocks.append((readme, marker, render(shared.load_results(path))))
+    return blocks
+
+
 def step03_plots():
     from shared.plotting import plot_all
 
@@ -159,6 +242,7 @@ def generated_blocks():
         text = shared.env_line(data["env"]) + f" Command: `{data['meta'].get('command', '?')}`.\n\n"
         text += step_tables(data["rows"], impls, own, others)
         blocks.append((readme, marker, text))
+    blocks += step02_experiments()
     blocks.append((ROOT / "README.md", "progression", progression_rows()))
     return blocks
 

@@ -18,7 +18,7 @@ You will learn:
 Run it (from this folder or the repo root):
     python vectorized_attention.py                # check several shapes, then benchmark (GPU) and plot
     python vectorized_attention.py --quick        # fewer shapes, a short benchmark
-    python vectorized_attention.py --figure-only  # only redraw access_pattern.png (no GPU needed)
+    python vectorized_attention.py --figure-only  # only redraw load_timeline.png (no GPU needed)
 Without a GPU it runs in Triton's CPU interpreter on small shapes and skips timing.
 """
 import argparse
@@ -118,6 +118,7 @@ def vectorized_attention_kernel(
     CAUSAL: tl.constexpr,  # mask keys j > i (compiled as a separate kernel)
     BLOCK_N: tl.constexpr,  # keys per block: rows of the K and V tiles (see block_n_for)
     BLOCK_D: tl.constexpr,  # lanes per row: tl.arange needs a power of two
+    LOOP_STAGES: tl.constexpr = 0,  # 0: plain loop (the default); k > 0: tl.range(..., num_stages=k)
 ):
     row = tl.program_id(0)  # which query row i
     bh = tl.program_id(1)  # which (batch, head) pair
@@ -152,7 +153,13 @@ def vectorized_attention_kernel(
     end = n_k
     if CAUSAL:
         end = tl.minimum(row + 1, n_k)
-    for start in range(0, end, BLOCK_N):
+    # The launch-level num_stages pipelines only loads that feed a tl.dot, so by
+    # default this loop is not pipelined: each block's loads are issued, waited
+    # for and used in turn. LOOP_STAGES = k > 0 asks Triton to pipeline this loop
+    # k deep (tl.range's num_stages applies to plain loads too); the experiment is
+    # benchmarks/step02_range_stages.py. With LOOP_STAGES = 0 the loop compiles
+    # exactly as a plain `range` would.
+    for start in tl.range(0, end, BLOCK_N, num_stages=LOOP_STAGES if LOOP_STAGES > 0 else None):
         keys = start + offs_n  # the key indices of this block
         n_mask = keys < end  # visible keys: False past Nk and past the diagonal
         tile_mask = n_mask[:, None] & d_mask[None, :]
@@ -196,9 +203,17 @@ def vectorized_attention(q, k, v, causal=False, scale=None, out=None):
     return out
 
 
+<<<<<<< HEAD
 def launch(q, k, v, out, scale, causal):
     """Launch the kernel on checked, non-empty tensors (``causal`` a bool); returns what Triton
     returns (on a GPU, the compiled kernel)."""
+=======
+def launch(q, k, v, out, scale, causal, loop_stages=0):
+    """Launch the kernel on checked tensors; returns what Triton returns (on a GPU, the compiled kernel).
+
+    ``loop_stages`` > 0 pipelines the key loop that many stages deep (an experiment; 0 is the default).
+    """
+>>>>>>> posts
     batch, heads, n_q, head_dim = q.shape
     shared.check_grid_rows(batch, heads)
     grid = (n_q, batch * heads)  # one program per query row, per (batch, head), as in step 01
@@ -209,6 +224,7 @@ def launch(q, k, v, out, scale, causal):
         CAUSAL=bool(causal),
         BLOCK_N=block_n_for(head_dim),
         BLOCK_D=triton.next_power_of_2(head_dim),
+        LOOP_STAGES=loop_stages,
         num_warps=NUM_WARPS,  # 32 threads share a tile of <= 2048 elements (see TILE_ELEMENTS)
     )
 
@@ -418,11 +434,11 @@ def plot_requested_bandwidth(rows, path, copy_gbps, title=""):
 
 
 def draw_figure():
-    """Redraw access_pattern.png: how step 01 and step 02 load K for one query row."""
-    spec = importlib.util.spec_from_file_location("access_pattern", HERE / "access_pattern.py")
+    """Redraw load_timeline.png: when one program of steps 01 and 02 loads, waits and computes."""
+    spec = importlib.util.spec_from_file_location("load_timeline", HERE / "load_timeline.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.draw_access_pattern(HERE / "access_pattern.png")
+    return module.draw_load_timeline(HERE / "load_timeline.png")
 
 
 def main(argv=None):
@@ -432,7 +448,7 @@ def main(argv=None):
                         help="where results.json and the plots go (default: results/ beside this script "
                              "for a full GPU run, scratch/02_vectorized_attention/ for --quick)")
     parser.add_argument("--figure-only", action="store_true",
-                        help="only redraw access_pattern.png beside this script (no GPU needed)")
+                        help="only redraw load_timeline.png beside this script (no GPU needed)")
     args = parser.parse_args(argv)
     if args.figure_only:
         print(f"wrote {draw_figure()}")

@@ -79,3 +79,14 @@ def test_progression_takes_every_ratio_from_the_steps_own_run(tmp_path, monkeypa
     caption = " ".join(lines[:lines.index("")])
     assert "not causal" in caption and "2 different GPUs" in caption
     assert "01 basic did not time SDPA flash and SDPA cuDNN" in caption
+
+
+@pytest.mark.parametrize("entry, render", [(make_tables.STEP02_SWEEP, make_tables.sweep_tables),
+                                           (make_tables.STEP02_RANGE, make_tables.range_stages_tables)],
+                         ids=lambda e: e[2] if isinstance(e, tuple) else "")
+def test_step02_experiment_tables_match_results(entry, render):
+    folder, results, marker = entry[:3]
+    readme, path = ROOT / folder / "README.md", ROOT / folder / results
+    if not readme.exists() or not path.exists() or make_tables.current_block(readme, marker) is None:
+        pytest.skip("this table's results file or marker does not exist yet")
+    assert make_tables.current_block(readme, marker) == render(shared.load_results(path)).strip(), "run `python make_tables.py`"

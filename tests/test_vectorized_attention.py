@@ -144,3 +144,25 @@ def test_requested_bytes_sums_rows():
     causal = step02.requested_bytes(step02.traffic_per_row, 2, 3, 10, 10, 64, 2, causal=True)
     assert full == 2 * 3 * 10 * (2 * 10 + 2) * 64 * 2
     assert causal == 2 * 3 * sum((2 * (i + 1) + 2) * 64 * 2 for i in range(10))
+
+
+@pytest.mark.parametrize("loop_stages", [1, 2, 3, 4])
+@pytest.mark.parametrize("causal", [False, True])
+def test_pipelined_key_loop_matches_reference(loop_stages, causal):
+    """LOOP_STAGES = k runs the key loop as tl.range(..., num_stages=k) (benchmarks/step02_range_stages.py).
+
+    On a GPU this checks the pipelined kernels Triton compiles; the interpreter ignores
+    num_stages, so there it checks the switch itself. Shapes cross block edges.
+    """
+    bn = block_n_for(64)
+    n_q, n_k = (bn + 1, bn + 1) if causal else (5, 2 * bn + 1)
+
+    def pipelined(q, k, v, causal=False, scale=None, out=None):
+        scale = shared.check_attention_inputs(q, k, v, scale, max_head_dim=256)
+        out = shared.check_out(out, q, v)
+        step02.launch(q, k, v, out, scale, causal, loop_stages=loop_stages)
+        return out
+
+    q, k, v = shared.make_qkv(1, 2, n_q, 64, n_k=n_k, dtype=torch.float16)
+    result = shared.test_correctness(pipelined, q, k, v, causal=causal)
+    assert result.passed, str(result)
