@@ -1,7 +1,7 @@
 """Tests of ring attention (03_advanced_optimizations/ring_attention.py).
 
 Without a GPU: W processes on the CPU, gloo, Triton's interpreter, tiny awkward shapes
-(chunk sizes 5, 6 and 10; world sizes 2 and 3). Each rank runs the ring on its shard; the
+(chunk sizes 5, 6 and 10; world sizes 2, 3 and 4). Each rank runs the ring on its shard; the
 gathered outputs and gradients must equal one-process flash_attention on the whole
 sequence (fp32: to fp32 rounding; fp16: within the series' rule against float64). The
 schedule, the zigzag sharding and the merge are also tested on their own, in-process.
@@ -25,7 +25,8 @@ step03 = shared.load_step("03")
 def _load_ring():
     name = "step03_ring_attention"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "03_advanced_optimizations" / "ring_attention.py")
+        path = ROOT / "03_advanced_optimizations" / "ring_attention.py"
+        spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
@@ -40,7 +41,7 @@ ring = _load_ring()
 @pytest.mark.parametrize("zigzag", [True, False])
 def test_shard_unshard_round_trip(world_size, zigzag):
     n = 10 * world_size
-    x = torch.arange(n * 2 * 3).reshape(1, n, 2, 3).transpose(1, 2)  # (1, 2, N, 3), strided like (B, N, H, D).T
+    x = torch.arange(n * 2 * 3).reshape(1, n, 2, 3).transpose(1, 2)  # (1, 2, N, 3), strided
     shards = [ring.shard_sequence(x, r, world_size, zigzag) for r in range(world_size)]
     assert all(s.shape[2] == x.shape[2] // world_size for s in shards)
     assert torch.equal(ring.unshard_sequence(shards, zigzag), x)
@@ -58,7 +59,7 @@ def test_shard_refuses_uneven_lengths():
 
 @pytest.mark.parametrize("world_size", [1, 2, 3, 4, 5, 8])
 def test_causal_plan_covers_the_triangle_once_and_balances(world_size):
-    """Each step's single call computes exactly the visible chunk pairs; every step costs 2 C^2 on every rank."""
+    """Each step's one call covers the visible chunk pairs, once; every step costs 2 C^2 on every rank."""
     c = 6  # chunk length, to count score entries
     covered = set()
     for rank in range(world_size):
@@ -91,7 +92,7 @@ def test_causal_plan_covers_the_triangle_once_and_balances(world_size):
 
 
 def test_merge_equals_attention_over_the_union():
-    """Two key sets, each with its own (o, lse): the merge is attention over both; -inf rows take the other side."""
+    """Two key sets with their own (o, lse): the merge is attention over both; -inf rows take the other's."""
     torch.manual_seed(0)
     b, h, n, d = 1, 2, 7, 5
     s_a, s_b = torch.randn(b, h, n, 4, dtype=torch.float64), torch.randn(b, h, n, 3, dtype=torch.float64)
@@ -147,6 +148,7 @@ CASES = {
     3: [("fp32-full", 30, 2, 1, 16, torch.float32, False, None),
         ("fp32-causal", 30, 2, 1, 16, torch.float32, True, None),
         ("fp16-causal", 30, 4, 2, 16, torch.float16, True, None)],
+    4: [("fp32-causal", 40, 2, 1, 16, torch.float32, True, None)],
 }
 
 
@@ -168,7 +170,8 @@ def _worker(rank, world_size, init_file, out_file):
     results = {}
     for i, (name, n, heads, kv_heads, d, dtype, causal, scale) in enumerate(CASES[world_size]):
         q, k, v, do = (t.to(device) for t in _inputs(n, heads, kv_heads, d, dtype, seed=i))
-        local = [ring.shard_sequence(t, rank, world_size, zigzag=causal).requires_grad_(True) for t in (q, k, v)]
+        local = [ring.shard_sequence(t, rank, world_size, zigzag=causal).requires_grad_(True)
+                 for t in (q, k, v)]
         out = ring.ring_attention(*local, causal=causal, scale=scale)
         grads = torch.autograd.grad(out, local, ring.shard_sequence(do, rank, world_size, zigzag=causal))
         results[name] = [ring.gather_sequence(t.detach(), zigzag=causal).cpu() for t in (out, *grads)]
@@ -189,15 +192,15 @@ def _run_ring(world_size, tmp_dir, timeout_s=240):
     if shared.HAS_GPU and torch.cuda.device_count() < world_size:
         pytest.skip(f"needs {world_size} GPUs")
     out_file = tmp_dir / f"ring_w{world_size}.pt"
-    context = mp.start_processes(_worker, args=(world_size, str(tmp_dir / f"init_w{world_size}"), str(out_file)),
-                                 nprocs=world_size, join=False,
-                                 start_method="spawn" if shared.HAS_GPU else "fork")
+    init_file = str(tmp_dir / f"init_w{world_size}")
+    context = mp.start_processes(_worker, args=(world_size, init_file, str(out_file)), nprocs=world_size,
+                                 join=False, start_method="spawn" if shared.HAS_GPU else "fork")
     deadline = time.time() + timeout_s
     while not context.join(timeout=1):
         if time.time() > deadline:
             for p in context.processes:
                 p.kill()
-            pytest.fail(f"ring attention with {world_size} processes did not finish in {timeout_s} s (deadlock?)")
+            pytest.fail(f"ring attention on {world_size} processes took over {timeout_s} s (deadlock?)")
     return torch.load(out_file)
 
 
@@ -265,3 +268,14 @@ def test_causal_work_is_the_same_on_every_rank():
         else:
             assert max(totals) > 3 * min(totals)  # rank W-1 does 7x rank 0's work at W=4
     assert math.isclose(sum(totals), n * (n + 1) / 2)
+
+
+def test_zigzag_is_pytorchs_head_tail_layout():
+    """The benchmark compares with context parallelism on the same shards: check the layouts agree."""
+    balancer = pytest.importorskip("torch.distributed.tensor.experimental._attention")._HeadTailLoadBalancer
+    for world_size in (2, 3, 4):
+        n = 2 * world_size * 3
+        theirs = balancer(n, world_size, "cpu")._generate_indices()[0].long()
+        ours = torch.cat([ring.shard_sequence(torch.arange(n).view(1, 1, n, 1), r, world_size).flatten()
+                          for r in range(world_size)])
+        assert torch.equal(theirs, ours)
