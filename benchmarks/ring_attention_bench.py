@@ -208,6 +208,7 @@ class Bench:
         self.dtype = getattr(torch, args.dtype)
         self.rows = []
         self.mesh = None
+        self.save = lambda status="ok": None  # run() points it at the results file
 
     def say(self, *text):
         if self.rank == 0:
@@ -291,6 +292,7 @@ class Bench:
              "tflops_per_gpu": flops / (ms * 1e-3) / 1e12 / world if ms else None,
              "extra_mem_gib": mem, "status": status}
         self.rows.append(r)
+        self.save()  # a run cut short keeps every row it finished
         if self.rank == 0:
             shown = (f"{ms:9.2f} ms {r['tflops_per_gpu']:6.0f} TFLOP/s/GPU"
                      + (f" {mem:6.2f} GiB" if mem is not None else "")) if ms else status
@@ -446,12 +448,13 @@ def sdpa_default_backend(b):
 
 def run(b):
     a, torch = b.args, b.torch
-    ok, check_info = check(b)
     out = a.out or (ROOT / "scratch" / f"ring_smoke_w{b.world_size}.json" if b.cpu else
                     ROOT / "03_advanced_optimizations" / "results" / f"ring_w{b.world_size}.json")
+    ok, check_info = check(b)
+    b.save = lambda status="ok": save(b, out, check_info, status)  # after every row from here on
     if not ok:
         b.say("FAILED: the ring does not match one GPU; not benchmarking.")
-        save(b, out, check_info, status="check failed")
+        b.save("check failed")
         return 1
     causals = {"no": (False,), "yes": (True,), "both": (False, True)}[a.causal]
     lengths = [n for n in a.seq_lens if n % (2 * b.world_size) == 0]
@@ -476,8 +479,11 @@ def run(b):
                             measure(b, impl, n, causal, mode,
                                     lambda: cp_calls(sdpa, cq, ck, cv, cdo, mode, torch))
                 except Exception as exc:  # noqa: BLE001  (entering or leaving the API failed)
+                    done = {r["mode"] for r in b.rows
+                            if (r["impl"], r["n"], r["causal"]) == (impl, n, causal)}
                     for mode in a.modes:
-                        b.row(impl, n, causal, mode, status=short_error(exc))
+                        if mode not in done:
+                            b.row(impl, n, causal, mode, status=short_error(exc))
                 del cq, ck, cv, cdo
             if n <= a.single_max:
                 for mode in a.modes:
@@ -486,8 +492,7 @@ def run(b):
             del q, k, v, do
             if not b.cpu:
                 torch.cuda.empty_cache()
-            save(b, out, check_info)
-    summary = save(b, out, check_info)
+    summary = b.save()
     if b.rank == 0:
         print(f"wrote {out}")
         for s in summary:
