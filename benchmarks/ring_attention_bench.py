@@ -1,30 +1,33 @@
 """Ring attention (step 03) against PyTorch's context parallelism and one GPU, on W GPUs of one host.
 
-    torchrun --standalone --nproc-per-node=2 benchmarks/ring_attention_bench.py --out results/ring_w2.json
-    torchrun --standalone --nproc-per-node=4 benchmarks/ring_attention_bench.py --out results/ring_w4.json
+    torchrun --standalone --nproc-per-node=2 benchmarks/ring_attention_bench.py   # -> results/ring_w2.json
+    torchrun --standalone --nproc-per-node=4 benchmarks/ring_attention_bench.py   # -> results/ring_w4.json
     bash benchmarks/run_ring_attention.sh          # both, where the GPUs exist, then the post's table
+  (results/ is 03_advanced_optimizations/results; --out PATH writes elsewhere)
     python benchmarks/ring_attention_bench.py --cpu-smoke     # 2 CPU processes, gloo, tiny sizes:
                                                               # the logic, not the speed
     python benchmarks/ring_attention_bench.py --table A.json [B.json ...]   # rewrite the post's table
 
 What one run does, on every rank together:
-  1. checks the ring against one-GPU flash_attention (forward and gradients) and against PyTorch's
-     context parallelism (forward), at a small length; exits 1 if the ring is wrong;
+  1. checks the ring against one-GPU flash_attention (forward and gradients) at a small length and
+     exits 1 if it is wrong; records how far PyTorch's context parallelism's output is from the
+     ring's on the same shards (forward), and which backend SDPA picks by itself;
   2. for each whole-sequence length N, causal and not, modes "fwd" and "fwd+bwd", times
        "03 ring"                    ring_attention.py on the W GPUs (zigzag shards when causal),
        "torch cp <rotate> <sdpa>"   torch.distributed.tensor.experimental.context_parallel over
-                                    SDPA (flash or cuDNN), K/V rotated by all-gather or all-to-all,
+                                    SDPA (its own backend choice, or cuDNN forced), K/V rotated by
+                                    all-gather (its default) or all-to-all,
                                     head-tail (= zigzag) load balancing when causal,
        "03 flash (1 GPU)"           step 03's flash_attention on the whole sequence, on rank 0 alone;
-  3. writes one row per (impl, W, N, causal, mode) and a summary: ring vs the best context-parallel
-     variant, and the scaling efficiency  one-GPU time / (W x ring time).
+  3. writes one row per (impl, W, N, causal, mode) and a summary: ring vs context parallelism as
+     shipped and vs its fastest variant, and the scaling efficiency one-GPU time / (W x ring time).
 
 Timing: a fixed number of repetitions, agreed by all ranks, each started right after a barrier and
 timed with CUDA events on every rank; a rank's figure is its median, a row's figure the slowest
 rank's (every rank waits for the slowest at the next step of a ring). FLOPs count the whole
 sequence (shared.attention_flops), so TFLOP/s compare across W. Rows are written as they finish,
-so a run cut short keeps what it measured. Shapes: B=1, H=32, Hkv=32 (MHA: context parallelism
-over SDPA has no GQA path), D=128, bf16 by default.
+so a run cut short keeps what it measured. Shapes: B=1, H=32, Hkv=32 (MHA, which SDPA's fused
+kernels under context parallelism surely take; --kv-heads 8 for GQA), D=128, bf16 by default.
 """
 import argparse
 import contextlib
