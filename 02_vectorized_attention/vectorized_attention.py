@@ -203,17 +203,12 @@ def vectorized_attention(q, k, v, causal=False, scale=None, out=None):
     return out
 
 
-<<<<<<< HEAD
-def launch(q, k, v, out, scale, causal):
-    """Launch the kernel on checked, non-empty tensors (``causal`` a bool); returns what Triton
-    returns (on a GPU, the compiled kernel)."""
-=======
 def launch(q, k, v, out, scale, causal, loop_stages=0):
-    """Launch the kernel on checked tensors; returns what Triton returns (on a GPU, the compiled kernel).
+    """Launch the kernel on checked, non-empty tensors (``causal`` a bool); returns what Triton
+    returns (on a GPU, the compiled kernel).
 
     ``loop_stages`` > 0 pipelines the key loop that many stages deep (an experiment; 0 is the default).
     """
->>>>>>> posts
     batch, heads, n_q, head_dim = q.shape
     shared.check_grid_rows(batch, heads)
     grid = (n_q, batch * heads)  # one program per query row, per (batch, head), as in step 01

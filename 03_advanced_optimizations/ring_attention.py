@@ -178,18 +178,11 @@ def _half(kind, n_local):
 def _merge(out, lse, block_out, block_lse):
     """Fold one block's (o, lse) into the running (out, lse), in place; returns (out, lse).
 
-    out (B, H, n, D) fp32 and lse (B, H, n) fp32 may be views (a half of the shard);
-    block_out is in the input dtype. Rows with lse -inf on one side take the other's;
-    both -inf keep out (expected zero) and lse -inf. Three small ops on (B, H, n) and
-    two passes over (B, H, n, D): a cast and a lerp.
-    To use step 03's version once it lands, replace the body by
-        o, l = step03.merge_attention_states(out, lse, block_out, block_lse)
-        return out.copy_(o), lse.copy_(l)
+    out (B, H, n, D) fp32 and lse (B, H, n) fp32 may be views (a half of the shard); the
+    arithmetic is step 03's ``merge_attention_states`` (weights exp(lse_side - lse), -inf safe).
     """
-    weight = torch.sigmoid(block_lse - lse).nan_to_num_(0.0)  # = exp(block_lse - new lse); NaN iff both -inf
-    lse.copy_(torch.logaddexp(lse, block_lse))  # logaddexp(-inf, -inf) = -inf
-    out.lerp_(block_out.to(out.dtype), weight.unsqueeze(-1))  # out + w * (block_out - out)
-    return out, lse
+    o, merged_lse = step03.merge_attention_states(out, lse, block_out, block_lse)
+    return out.copy_(o), lse.copy_(merged_lse)
 
 
 # ----------------------------------------------------------------------------- the ring

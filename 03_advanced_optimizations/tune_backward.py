@@ -56,7 +56,7 @@ def sweep_backward(out_dir, n=4096, head_dims=(64, 128), dtype=torch.float16, ma
             o, lse = step03.flash_attention_forward(q, k, v, causal=causal)
             do = torch.randn_like(o)
             flops = shared.attention_flops(4, 32, n, n, d, causal, "bwd")
-            base = step03.flash_attention_bwd_config(d)
+            base = step03.backward_config(d, torch.float16)
             trials = [("dkdv", c + base[4:], False) for c in BWD_SWEEP_DKDV[d]]
             trials += [("dq", base[:4] + c, False) for c in BWD_SWEEP_DQ[d]]
             trials += [("atomic dq", base, True)]
@@ -66,7 +66,7 @@ def sweep_backward(out_dir, n=4096, head_dims=(64, 128), dtype=torch.float16, ma
                 row = {"head_dim": d, "causal": causal, "n": n, "kernel": kernel, "config": list(config),
                        "dq_atomic": atomic, "ms": None, "tflops": None, "status": "ok"}
                 try:
-                    fn = lambda: step03.flash_attention_backward(do, q, k, v, o, lse, causal, None, config, atomic)  # noqa: E731
+                    fn = lambda: step03.flash_attention_backward(do, q, k, v, o, lse, causal=causal, config=config, dq_atomic=atomic)  # noqa: E731
                     fn()
                     row["ms"] = triton.testing.do_bench(fn, warmup=10, rep=40, return_mode="median")
                     row["tflops"] = flops / (row["ms"] * 1e-3) / 1e12
@@ -79,7 +79,7 @@ def sweep_backward(out_dir, n=4096, head_dims=(64, 128), dtype=torch.float16, ma
             del q, k, v, o, lse, do
     best = {}
     for d in head_dims:
-        base = step03.flash_attention_bwd_config(d)
+        base = step03.backward_config(d, torch.float16)
         choice = list(base)
         for kernel, part in (("dkdv", slice(0, 4)), ("dq", slice(4, 8))):
             totals = {}

@@ -1,0 +1,123 @@
+"""What one call of step 03 costs on the host, before and around the GPU's work.
+
+At short sequences a forward + backward call is bound by the host: Python, PyTorch's
+dispatcher and autograd engine, and the kernel launches take longer than the kernels. This
+script times, wall clock over back-to-back calls at a tiny shape (the GPU idles between
+kernels, so the time per call is host time):
+
+  * ``03 flash``: step 03 as a model calls it ((B, N, H, D) views, gradients on);
+  * ``python floor``: an empty torch.autograd.Function with the same inputs, outputs and
+    allocations: what any Python-defined differentiable op costs here, kernels excluded;
+  * ``sdpa flash`` / ``sdpa cudnn``: PyTorch's C++ path, for comparison;
+
+and profiles ``03 flash`` with cProfile (Python functions by own time). GPU only.
+
+    python host_cost.py                        # writes results/host_cost.json
+"""
+import argparse
+import cProfile
+import io
+import pstats
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `shared`
+
+import shared  # noqa: E402
+import torch  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SHAPE = (1, 16, 128, 64)  # (B, H, N, D): small enough that the GPU waits on the host
+
+
+class EmptyAttention(torch.autograd.Function):
+    """The floor: saves what step 03 saves, allocates what it allocates, launches nothing."""
+
+    @staticmethod
+    def forward(ctx, q, k, v):
+        o = torch.empty_like(q)
+        lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
+        ctx.save_for_backward(q, k, v, o, lse)
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse = ctx.saved_tensors
+        torch.empty_like(lse)
+        return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def per_call_us(fn, calls=2000):
+    for _ in range(50):
+        fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out-dir", type=Path, default=HERE / "results")
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
+    args = parser.parse_args(argv)
+    if not shared.HAS_GPU:
+        print("host_cost.py measures the host side of GPU calls: it needs a CUDA GPU (nothing to do here).")
+        return 0
+    step03 = shared.load_step("03")
+    dtype = getattr(torch, args.dtype)
+    b, h, n, d = SHAPE
+    leaves = [torch.randn(b, n, h, d, device="cuda", dtype=dtype, requires_grad=True) for _ in range(3)]
+    dout = torch.randn(b, h, n, d, device="cuda", dtype=dtype)
+    sdpa_flash, sdpa_cudnn = shared.sdpa_backend("flash"), shared.sdpa_backend("cudnn")
+
+    def call(attention):
+        def fwd_bwd():
+            q, k, v = (t.transpose(1, 2) for t in leaves)
+            return torch.autograd.grad(attention(q, k, v), leaves, dout)
+        return fwd_bwd
+
+    impls = {
+        "03 flash": call(lambda q, k, v: step03.flash_attention(q, k, v, causal=True)),
+        "python floor": call(EmptyAttention.apply),
+        "sdpa flash": call(lambda q, k, v: sdpa_flash(q, k, v, causal=True)),
+        "sdpa cudnn": call(lambda q, k, v: sdpa_cudnn(q, k, v, causal=True)),
+    }
+    with torch.no_grad():
+        q, k, v = (t.transpose(1, 2) for t in leaves)
+        nograd = {"03 flash": lambda: step03.flash_attention(q, k, v, causal=True),
+                  "sdpa flash": lambda: sdpa_flash(q, k, v, causal=True),
+                  "sdpa cudnn": lambda: sdpa_cudnn(q, k, v, causal=True)}
+        rows = [{"impl": name, "mode": "forward, no grad", "us_per_call": per_call_us(fn)}
+                for name, fn in nograd.items()]
+    rows += [{"impl": name, "mode": "forward + backward", "us_per_call": per_call_us(fn)}
+             for name, fn in impls.items()]
+    step03.FAST_LAUNCH = False  # the same with every launch through Triton's kernel[grid](...)
+    rows.append({"impl": "03 flash (Triton launch)", "mode": "forward + backward",
+                 "us_per_call": per_call_us(impls["03 flash"])})
+    step03.FAST_LAUNCH = True
+    for r in rows:
+        print(f"{r['impl']:<26} {r['mode']:<20} {r['us_per_call']:8.1f} us per call")
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(500):
+        impls["03 flash"]()
+    torch.cuda.synchronize()
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
+    top = [line for line in text.getvalue().splitlines() if line.strip()][:40]
+    print("\n".join(top))
+    path = shared.save_results(args.out_dir / "host_cost.json", rows, step="03_advanced_optimizations",
+                               command="python host_cost.py", shape=SHAPE, causal=True, dtype=args.dtype,
+                               cprofile_top=top)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
