@@ -857,7 +857,6 @@ def backward_config(block_d, dtype):
 # computes their specialisation key and looks the binary up, ~10 us a launch. A launcher
 # below does that once per argument "variant" and then calls the compiled binary directly.
 FAST_LAUNCH = not shared.INTERPRETER  # a switch, so the benchmark can measure what it saves
-_current_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # what Triton itself calls
 
 
 class KernelLauncher:
@@ -877,14 +876,14 @@ class KernelLauncher:
         binary = self.binaries.get(variant) if FAST_LAUNCH else None
         if binary is None:
             compiled = self.kernel[self.grid](*args, **self.meta)
-            if FAST_LAUNCH and _current_stream is not None and triton.knobs.runtime.launch_enter_hook is None:
+            if FAST_LAUNCH and triton.knobs.runtime.launch_enter_hook is None:
                 names = self.kernel.arg_names[len(args):]  # the compile-time arguments, in order
+                stream = triton.runtime.driver.active.get_current_stream  # what Triton itself calls
                 self.binaries[variant] = (compiled.run, compiled.function, compiled.packed_metadata,
-                                          tuple(self.meta[n] for n in names))
+                                          tuple(self.meta[n] for n in names), stream)
             return
-        run, function, metadata, constants = binary
-        run(*self.grid, _current_stream(args[0].device.index), function, metadata, None, None, None, *args,
-            *constants)
+        run, function, metadata, constants, stream = binary
+        run(*self.grid, stream(args[0].device.index), function, metadata, None, None, None, *args, *constants)
 
 
 def _aligned(*tensors):
@@ -1430,8 +1429,8 @@ def merge_attention_states(o_a, lse_a, o_b, lse_b):
     if o_a.shape != o_b.shape or lse_a.shape != lse_b.shape or tuple(o_a.shape[:-1]) != tuple(lse_a.shape):
         raise ValueError(f"o (..., D) and lse (...) must match: o {tuple(o_a.shape)}, {tuple(o_b.shape)}; "
                          f"lse {tuple(lse_a.shape)}, {tuple(lse_b.shape)}")
-    if lse_a.dtype != torch.float32 or lse_b.dtype != torch.float32:
-        raise TypeError(f"lse must be float32, got {lse_a.dtype} and {lse_b.dtype}")
+    if lse_a.dtype != lse_b.dtype or lse_a.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"lse must be float32 (or float64), both alike, got {lse_a.dtype} and {lse_b.dtype}")
     lse = torch.logaddexp(lse_a, lse_b)
     finite = torch.where(torch.isneginf(lse), 0.0, lse)  # both -inf: weights exp(-inf) = 0, not NaN
     w_a = torch.exp(lse_a - finite).unsqueeze(-1)

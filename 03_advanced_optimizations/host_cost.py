@@ -101,6 +101,10 @@ def main(argv=None):
     step03.FAST_LAUNCH = True
     for r in rows:
         print(f"{r['impl']:<26} {r['mode']:<20} {r['us_per_call']:8.1f} us per call")
+    plan = next(iter(step03._PLANS.values()))
+    direct = {name: len(launcher.binaries) for name, launcher in
+              [("forward", plan.forward_launch), ("dq", plan._backward["dq"]), ("dkdv", plan._backward["dkdv"])]}
+    print(f"direct launches cached (binaries per launcher): {direct}")
 
     profiler = cProfile.Profile()
     profiler.enable()
@@ -114,7 +118,7 @@ def main(argv=None):
     print("\n".join(top))
     path = shared.save_results(args.out_dir / "host_cost.json", rows, step="03_advanced_optimizations",
                                command="python host_cost.py", shape=SHAPE, causal=True, dtype=args.dtype,
-                               cprofile_top=top)
+                               direct_launches_cached=direct, cprofile_top=top)
     print(f"wrote {path}")
     return 0
 

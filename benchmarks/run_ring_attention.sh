@@ -8,6 +8,7 @@
 # DEST (default $OUT if set, else 03_advanced_optimizations/results) receives ring_w<W>.json and
 # ring_w<W>.log. NVLink multicast stays off (NCCL_NVLS_ENABLE=0, TORCH_SYMM_MEM_DISABLE_MULTICAST=1).
 set -uo pipefail
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 cd "$(dirname "$0")/.."
 DEST=${OUT:-03_advanced_optimizations/results}
 if [[ $# -gt 0 && $1 != -- ]]; then DEST=$1; shift; fi
@@ -15,7 +16,8 @@ if [[ $# -gt 0 && $1 != -- ]]; then DEST=$1; shift; fi
 mkdir -p "$DEST"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
-GPUS=$($PY -c 'import torch; print(torch.cuda.device_count())')
+GPUS=$($PY -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)
+if (( GPUS < 2 )); then echo "run_ring_attention.sh needs 2 or more CUDA GPUs ($GPUS here): nothing to do."; exit 0; fi
 nvidia-smi --query-gpu=index,name,clocks.sm,temperature.gpu,power.draw --format=csv 2>&1 | tee "$DEST/ring_env.log"
 nvidia-smi topo -m 2>&1 | tee -a "$DEST/ring_env.log" >/dev/null
 for W in ${WORLDS:-2 4}; do
