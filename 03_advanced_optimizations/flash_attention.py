@@ -1707,7 +1707,8 @@ def main(argv=None):
     modes = ("bwd", "fwd+bwd") if args.backward else ("fwd",)
 
     def run_benchmark():
-        out_dir = args.out_dir or HERE / "results"  # TODO(adoption): shared output-dir rule
+        out_dir = shared.output_dir(args.out_dir, HERE / "results", official=not (args.quick or args.tag),
+                                    why="a --quick or --tag run")
         benchmark(args.quick, out_dir, tuple(args.head_dim), tuple(getattr(torch, d) for d in args.dtype),
                   causals, args.n_max, not args.no_flex, args.tag, not args.no_plots, args.slow_n_max, modes)
 

@@ -1,9 +1,13 @@
-"""Step 03 (training demo): a small GPT trained with SDPA and with our FlashAttention.
+"""Step 03 (training demo): GPTs trained with SDPA and with our FlashAttention.
 
 The backward pass exists so that attention can be trained. This script trains
-the same small GPT-style decoder twice, from the same seed on the same batches,
-once with ``F.scaled_dot_product_attention`` and once with step 03's Triton
-forward and backward, and compares the loss curves and the step times.
+the same GPT-style decoder twice, from the same seed on the same batches, once
+with ``F.scaled_dot_product_attention`` and once with step 03's Triton forward
+and backward, at two sizes (a small 6-layer model and GPT-2 small: 12 layers,
+width 768, 12 heads, context 1024), in eager mode and under torch.compile, and
+compares the loss curves, the step times (tokens per second) and the share of
+each step's GPU time spent in attention kernels (from torch.profiler; SDPA picks
+its own backend there, and the kernel names in the results say which).
 
 You will learn:
   * where attention sits in a decoder (pre-LayerNorm, causal self-attention, MLP);
@@ -15,10 +19,11 @@ The text is built from Python's own standard-library sources (no download):
 byte-level tokens, so the vocabulary is the 256 byte values.
 
 Run it (from this folder or the repo root):
-    python train_gpt.py                      # both attentions, a few hundred steps on a GPU
-    python train_gpt.py --attention flash    # one of them
+    python train_gpt.py                      # both sizes, both attentions, eager and compiled (GPU)
+    python train_gpt.py --size small --attention flash --mode eager   # one run
     python train_gpt.py --tiny --steps 3     # the CPU smoke test (Triton interpreter)
-It writes results/train_gpt.json and results/train_gpt_loss.png.
+A full GPU run writes results/train_gpt.json and results/train_gpt_loss.png; --tiny, --steps or
+a run without a GPU writes to scratch/03_advanced_optimizations/ instead (--out-dir to choose).
 """
 import argparse
 import json
@@ -131,6 +136,32 @@ def batches(data, batch, context, steps, seed):
 
 
 # ----------------------------------------------------------------------------- training
+SIZES = {  # the model sizes a GPU run trains; batch sizes fill an 80 GB GPU comfortably in bf16
+    "small": dict(layers=6, dim=384, heads=6, context=512, batch=32, lr=1e-3, warmup=50, steps=300),
+    "gpt2": dict(layers=12, dim=768, heads=12, context=1024, batch=32, lr=6e-4, warmup=30, steps=100),
+}
+TINY = dict(layers=2, dim=32, heads=2, context=32, batch=2, lr=3e-3, warmup=2, steps=3)
+ATTENTION_KERNELS = ("flash_attention_forward_kernel", "_bwd_dq_kernel", "_bwd_dkdv_kernel",  # ours
+                     "flash", "fmha", "cudnn", "attention", "sdpa")  # SDPA's backends' kernel names
+
+
+def attention_share(step, steps=3):
+    """Share of the GPU time of `steps` training steps spent in attention kernels, and their names."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    kernels = list(prof.key_averages())  # GPU activity only: kernels, copies, fills
+    total = sum(getattr(e, "self_device_time_total", 0.0) for e in kernels)
+    attention = [e for e in kernels if any(name in e.key.lower() for name in ATTENTION_KERNELS)
+                 and "elementwise" not in e.key.lower()]
+    share = sum(getattr(e, "self_device_time_total", 0.0) for e in attention) / total if total else None
+    names = sorted({e.key[:90] for e in attention})
+    return share, names
+
+
 def train(name, attention, cfg, data, device):
     torch.manual_seed(cfg["seed"])  # same initial weights for every attention
     model = GPT(256, cfg["dim"], cfg["heads"], cfg["layers"], cfg["context"], attention).to(device)
@@ -141,14 +172,10 @@ def train(name, attention, cfg, data, device):
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg["dtype"])
     scaler = torch.amp.GradScaler("cuda", enabled=cfg["dtype"] == "fp16")
     losses, times = [], []
-    for step, (x, y) in enumerate(batches(data, cfg["batch"], cfg["context"], cfg["steps"], cfg["seed"])):
-        x, y = x.to(device), y.to(device)
-        lr = cfg["lr"] * min(1.0, (step + 1) / cfg["warmup"])  # linear warm-up, then constant
+
+    def one_step(x, y, lr):
         for group in opt.param_groups:
             group["lr"] = lr
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
         with torch.autocast(device_type=device, dtype=autocast_dtype or torch.float32,
                             enabled=autocast_dtype is not None):
             loss = step_fn(x, y)
@@ -158,79 +185,115 @@ def train(name, attention, cfg, data, device):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         scaler.step(opt)
         scaler.update()
+        return loss
+
+    for step, (x, y) in enumerate(batches(data, cfg["batch"], cfg["context"], cfg["steps"], cfg["seed"])):
+        x, y = x.to(device), y.to(device)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        loss = one_step(x, y, cfg["lr"] * min(1.0, (step + 1) / cfg["warmup"]))  # linear warm-up
         if device == "cuda":
             torch.cuda.synchronize()
         times.append((time.perf_counter() - start) * 1e3)
         losses.append(loss.item())
         if step % max(1, cfg["steps"] // 10) == 0 or step == cfg["steps"] - 1:
-            print(f"  {name:<6} step {step:4d}  loss {losses[-1]:.4f}  {times[-1]:8.1f} ms", flush=True)
-    skip = min(len(times) - 1, 10)  # the first steps include compilation and autotuning
-    return {"loss": losses, "step_ms": times,
-            "median_step_ms": sorted(times[skip:])[len(times[skip:]) // 2]}
+            shown = f"{times[-1]:8.1f} ms" if device == "cuda" else "(interpreter: no timing)"
+            print(f"  {name:<6} step {step:4d}  loss {losses[-1]:.4f}  {shown}", flush=True)
+    skip = min(len(times) - 1, 10)  # the first steps include compilation
+    median = sorted(times[skip:])[len(times[skip:]) // 2]
+    run = {"loss": losses, "step_ms": times, "median_step_ms": median,
+           "tokens_per_s": cfg["batch"] * cfg["context"] / (median * 1e-3)}
+    if device == "cuda":  # profile three more steps, outside the loss curve
+        x, y = next(batches(data, cfg["batch"], cfg["context"], 1, cfg["seed"] + 1))
+        run["attention_share"], run["attention_kernels"] = attention_share(
+            lambda: one_step(x.to(device), y.to(device), cfg["lr"]))
+    return run
 
 
 def plot(results, path):
+    """Loss curves (left) and their difference (right), one row per model size and mode."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     colors = {"sdpa": shared.COLORS["torch sdpa"], "flash": shared.COLORS["03 flash"]}
-    fig, (ax, ax_diff) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, run in results["runs"].items():
-        ax.plot(run["loss"], label=f"{name} ({run['median_step_ms']:.1f} ms/step)", color=colors.get(name),
-                lw=1.2, alpha=0.9)
-    ax.set(xlabel="step", ylabel="training loss (nats/byte)", title="loss, same seed and batches")
-    ax.legend()
-    if {"sdpa", "flash"} <= results["runs"].keys():
-        a, b = results["runs"]["flash"]["loss"], results["runs"]["sdpa"]["loss"]
-        ax_diff.plot([x - y for x, y in zip(a, b)], color=colors["flash"], lw=1)
-        ax_diff.axhline(0, color="gray", lw=0.5)
-        ax_diff.set(xlabel="step", ylabel="loss(flash) - loss(sdpa)", title="difference")
-    cfg = results["config"]
-    fig.suptitle(f"GPT {cfg['layers']}x{cfg['dim']} ({cfg['heads']} heads), context {cfg['context']}, "
-                 f"batch {cfg['batch']}, {cfg['dtype']}, {results['env'].get('gpu', '')}", fontsize=9)
+    groups = sorted({(r["size"], r["mode"]) for r in results["runs"].values()})
+    fig, axes = plt.subplots(len(groups), 2, figsize=(11, 3.2 * len(groups)), squeeze=False)
+    for (ax, ax_diff), (size, mode) in zip(axes, groups):
+        runs = {r["attention"]: r for r in results["runs"].values() if (r["size"], r["mode"]) == (size, mode)}
+        for name, run in runs.items():
+            ax.plot(run["loss"], label=f"{name} ({run['median_step_ms']:.1f} ms/step)", color=colors[name],
+                    lw=1.2, alpha=0.9)
+        cfg = results["configs"][size]
+        ax.set(xlabel="step", ylabel="loss (nats/byte)",
+               title=f"{size}: {cfg['layers']}x{cfg['dim']}, {cfg['heads']} heads, ctx {cfg['context']}, "
+                     f"batch {cfg['batch']}, {mode}")
+        ax.legend(fontsize=8)
+        if {"sdpa", "flash"} <= runs.keys():
+            a, b = runs["flash"]["loss"], runs["sdpa"]["loss"]
+            ax_diff.plot([x - y for x, y in zip(a, b)], color=colors["flash"], lw=1)
+            ax_diff.axhline(0, color="gray", lw=0.5)
+            ax_diff.set(xlabel="step", ylabel="loss(flash) - loss(sdpa)", title="difference")
+    fig.suptitle(f"same seed and batches, {results['dtype']} autocast, {results['env'].get('gpu', '')}",
+                 fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--attention", choices=("sdpa", "flash", "both"), default="both")
-    parser.add_argument("--steps", type=int, default=None, help="default: 300 on a GPU, 3 without")
+    parser.add_argument("--size", choices=("small", "gpt2", "both"), default="both")
+    parser.add_argument("--mode", choices=("eager", "compiled", "both"), default="both",
+                        help="compiled: torch.compile(fullgraph=True) the model")
+    parser.add_argument("--steps", type=int, default=None, help="default: the size's own (300 / 100)")
     parser.add_argument("--tiny", action="store_true", help="a model small enough for the interpreter")
-    parser.add_argument("--compile", action="store_true", help="torch.compile(fullgraph=True) the model")
     parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None,
                         help="autocast dtype (default bf16 on a GPU, fp32 without one)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out-dir", type=Path, default=HERE / "results")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="default: results/ for a full GPU run, scratch/03_advanced_optimizations/ otherwise")
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args(argv)
     print(shared.describe_runtime())
-
-    device = shared.DEVICE
     tiny = args.tiny or shared.INTERPRETER
-    cfg = dict(layers=2, dim=32, heads=2, context=32, batch=2, lr=3e-3, warmup=2) if tiny else \
-        dict(layers=6, dim=384, heads=6, context=512, batch=32, lr=1e-3, warmup=50)
-    cfg.update(steps=args.steps or (3 if shared.INTERPRETER else 300), seed=args.seed, compile=args.compile,
-               dtype=args.dtype or ("fp32" if shared.INTERPRETER else "bf16"))
-    data = build_corpus(200_000 if tiny else 4_000_000)
-    print(f"corpus: {len(data)} bytes of standard-library source; config {cfg}")
-
-    attentions = {"sdpa": sdpa_attention, "flash": load_flash_attention()}
+    out_dir = shared.output_dir(args.out_dir, HERE / "results", official=not tiny and args.steps is None
+                                and args.size == args.attention == args.mode == "both",
+                                why="a --tiny, --steps or partial run")
+    device = shared.DEVICE
+    dtype = args.dtype or ("fp32" if shared.INTERPRETER else "bf16")
+    sizes = {"tiny": TINY} if tiny else {k: v for k, v in SIZES.items() if args.size in (k, "both")}
+    modes = ("eager",) if tiny else tuple(m for m in ("eager", "compiled") if args.mode in (m, "both"))
     names = ("sdpa", "flash") if args.attention == "both" else (args.attention,)
-    results = {"config": cfg, "env": shared.environment(), "runs": {}}
-    for name in names:
-        results["runs"][name] = train(name, attentions[name], cfg, data, device)
-    for name, run in results["runs"].items():
-        print(f"{name:<6} final loss {run['loss'][-1]:.4f}  median step {run['median_step_ms']:.1f} ms")
+    attentions = {"sdpa": sdpa_attention, "flash": load_flash_attention()}
+    results = {"env": shared.environment(), "dtype": dtype, "configs": {}, "runs": {}}
+    for size, base in sizes.items():
+        cfg = dict(base, seed=args.seed, dtype=dtype)
+        if args.steps:
+            cfg["steps"] = args.steps
+        results["configs"][size] = cfg
+        data = build_corpus(200_000 if tiny else 4_000_000 + cfg["batch"] * cfg["context"])
+        print(f"{size}: corpus {len(data)} bytes of standard-library source; config {cfg}")
+        for mode in modes:
+            for name in names:
+                run = train(f"{name}", attentions[name], dict(cfg, compile=mode == "compiled"), data, device)
+                results["runs"][f"{size} {mode} {name}"] = dict(run, size=size, mode=mode, attention=name)
+                if device == "cuda":
+                    import torch._dynamo
 
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "train_gpt.json").write_text(json.dumps(results, indent=1) + "\n")
+                    torch._dynamo.reset()  # compiled runs start from a clean cache
+    for key, run in results["runs"].items():
+        timing = (f"median step {run['median_step_ms']:.1f} ms, {run['tokens_per_s']:,.0f} tokens/s, "
+                  f"attention {run['attention_share']:.0%} of GPU time" if device == "cuda" else
+                  "(interpreter: no timing)")
+        print(f"{key:<22} final loss {run['loss'][-1]:.4f}  {timing}")
+    (out_dir / "train_gpt.json").write_text(json.dumps(results, indent=1) + "\n")
     if not args.no_plot:
-        plot(results, args.out_dir / "train_gpt_loss.png")
-    print(f"wrote {args.out_dir / 'train_gpt.json'}")
+        plot(results, out_dir / "train_gpt_loss.png")
+    print(f"wrote {out_dir / 'train_gpt.json'}")
     return results
 
 

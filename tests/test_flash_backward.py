@@ -215,6 +215,6 @@ def test_train_gpt_smoke(tmp_path):
     spec.loader.exec_module(train)
     results = train.main(["--steps", "3", "--tiny", "--out-dir", str(tmp_path), "--no-plot"])
     for name in ("sdpa", "flash"):
-        losses = results["runs"][name]["loss"]
+        losses = results["runs"][f"tiny eager {name}"]["loss"]
         assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
     assert (tmp_path / "train_gpt.json").exists()
