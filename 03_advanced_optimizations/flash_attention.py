@@ -876,7 +876,7 @@ class KernelLauncher:
         binary = self.binaries.get(variant) if FAST_LAUNCH else None
         if binary is None:
             compiled = self.kernel[self.grid](*args, **self.meta)
-            if FAST_LAUNCH and triton.knobs.runtime.launch_enter_hook is None:
+            if FAST_LAUNCH and not _launch_hooks():
                 names = self.kernel.arg_names[len(args):]  # the compile-time arguments, in order
                 stream = triton.runtime.driver.active.get_current_stream  # what Triton itself calls
                 self.binaries[variant] = (compiled.run, compiled.function, compiled.packed_metadata,
@@ -884,6 +884,15 @@ class KernelLauncher:
             return
         run, function, metadata, constants, stream = binary
         run(*self.grid, stream(args[0].device.index), function, metadata, None, None, None, *args, *constants)
+
+
+def _launch_hooks():
+    """Launch hooks someone installed in Triton (its profiler does): then launch through Triton.
+
+    Triton 3.6 keeps an empty HookChain there by default, not None; Triton 3.8, None.
+    """
+    hook = triton.knobs.runtime.launch_enter_hook
+    return hook is not None and bool(getattr(hook, "calls", True))
 
 
 def _aligned(*tensors):

@@ -95,12 +95,39 @@ def main(argv=None):
                 for name, fn in nograd.items()]
     rows += [{"impl": name, "mode": "forward + backward", "us_per_call": per_call_us(fn)}
              for name, fn in impls.items()]
+    # where step 03's own time goes: the forward under autograd (no backward), the backward
+    # without autograd, and the plan's launches alone (arguments prepared once)
+    q, k, v = (t.transpose(1, 2) for t in leaves)
+    plan = step03.attention_plan(q, k, v, True)
+    o, lse = plan.forward(q.detach(), k.detach(), v.detach())
+    do = dout
+    plan.backward(do, q.detach(), k.detach(), v.detach(), o, lse)
+    qd, kd, vd = q.detach(), k.detach(), v.detach()
+    delta, dq, dk, dv = torch.empty_like(lse), torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    launch = plan._backward
+
+    def launches_only():
+        plan.forward_launch(True, qd, kd, vd, o, lse, lse, lse, *plan.o_strides, *plan.forward_tail)
+        variant = (do.stride(), o.stride(), True)
+        launch["dq"](variant, qd, kd, vd, o, do, lse, delta, dq, lse, lse, *o.stride(), *do.stride(),
+                     *launch["dq_tail"])
+        launch["dkdv"](variant, qd, kd, vd, do, lse, delta, dk, dv, delta, lse, lse, *do.stride(),
+                       *launch["dkdv_tail"])
+
+    rows += [
+        {"impl": "03 flash", "mode": "forward under autograd", "us_per_call": per_call_us(
+            lambda: step03.flash_attention(*(t.transpose(1, 2) for t in leaves), causal=True))},
+        {"impl": "03 flash", "mode": "backward, no autograd", "us_per_call": per_call_us(
+            lambda: plan.backward(do, qd, kd, vd, o, lse))},
+        {"impl": "03 flash", "mode": "3 launches only", "us_per_call": per_call_us(launches_only)},
+    ]
     step03.FAST_LAUNCH = False  # the same with every launch through Triton's kernel[grid](...)
     rows.append({"impl": "03 flash (Triton launch)", "mode": "forward + backward",
                  "us_per_call": per_call_us(impls["03 flash"])})
+    rows.append({"impl": "03 flash (Triton launch)", "mode": "3 launches only", "us_per_call": per_call_us(launches_only)})
     step03.FAST_LAUNCH = True
     for r in rows:
-        print(f"{r['impl']:<26} {r['mode']:<20} {r['us_per_call']:8.1f} us per call")
+        print(f"{r['impl']:<26} {r['mode']:<24} {r['us_per_call']:8.1f} us per call")
     plan = next(iter(step03._PLANS.values()))
     direct = {name: len(launcher.binaries) for name, launcher in
               [("forward", plan.forward_launch), ("dq", plan._backward["dq"]), ("dkdv", plan._backward["dkdv"])]}
