@@ -8,8 +8,10 @@ user experiences, side by side in one run:
   * ``fwd_bwd_ms``: triton.testing.do_bench median of forward + backward (autograd.grad on
     the (B, N, H, D) leaves), host gaps included;
   * ``nograd_ms``: the same for the forward alone under torch.no_grad;
-  * ``wall_fwd_bwd_ms``: wall clock over back-to-back forward + backward calls, one
-    synchronize at the end (what a training loop sees when the host is the bottleneck);
+  * ``wall_fwd_bwd_ms``: wall clock over 100 back-to-back forward + backward calls, one
+    synchronize at the end, the median of five such trials (what a training loop sees when the
+    host is the bottleneck; do_bench's own per-call events, with its L2 flush between calls,
+    scatter for calls that take longer on the host than on the GPU);
 
 and, with ``--profile``, a torch.profiler table of 20 forward + backward calls (host time per
 op, device time per kernel). ``--before PATH`` adds an earlier flash_attention.py (its custom
@@ -76,7 +78,7 @@ def model_inputs(shape, dtype, requires_grad):
     return leaves
 
 
-def measure_model_path(fn, shape, causal, dtype, timer=None, wall_calls=200):
+def measure_model_path(fn, shape, causal, dtype, timer=None, wall_calls=100):
     """One row: fwd_bwd_ms, nograd_ms, wall_fwd_bwd_ms for ``fn`` on model-style inputs."""
     import triton.testing
 
@@ -102,20 +104,23 @@ def measure_model_path(fn, shape, causal, dtype, timer=None, wall_calls=200):
         forward_only()
         row["fwd_bwd_ms"] = timer(fwd_bwd)
         row["nograd_ms"] = timer(forward_only)
-        if shared.HAS_GPU:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(wall_calls):
-            fwd_bwd()
-        if shared.HAS_GPU:
-            torch.cuda.synchronize()
-        row["wall_fwd_bwd_ms"] = (time.perf_counter() - start) * 1e3 / wall_calls
+        trials = []
+        for _ in range(5):  # the median of five trials: one trial can catch the host busy elsewhere
+            if shared.HAS_GPU:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(wall_calls):
+                fwd_bwd()
+            if shared.HAS_GPU:
+                torch.cuda.synchronize()
+            trials.append((time.perf_counter() - start) * 1e3 / wall_calls)
+        row["wall_fwd_bwd_ms"] = sorted(trials)[2]
     except (RuntimeError, ValueError, TypeError) as exc:
         row["status"] = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
     return row
 
 
-def model_path_grid(impls, shapes, dtypes, causals, timer=None, wall_calls=200):
+def model_path_grid(impls, shapes, dtypes, causals, timer=None, wall_calls=100):
     """Every impl on every (dtype, causal, shape), after checking step 03 on that shape."""
     rows = []
     for dtype in dtypes:
