@@ -218,3 +218,26 @@ def test_train_gpt_smoke(tmp_path):
         losses = results["runs"][f"tiny eager {name}"]["loss"]
         assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
     assert (tmp_path / "train_gpt.json").exists()
+
+
+@pytest.mark.skipif(not shared.HAS_GPU, reason="CUDA graphs need a GPU")
+def test_torch_compile_reduce_overhead_cuda_graphs():
+    """torch.compile(mode="reduce-overhead") captures the step in a CUDA graph: the kernels'
+    launches must be capturable (no host syncs, allocations from PyTorch's caching allocator)."""
+    proj = torch.nn.Linear(64, 3 * 64).to(shared.DEVICE, torch.bfloat16)
+
+    def block(x):
+        b, n, _ = x.shape
+        q, k, v = proj(x).view(b, n, 3, 4, 16).permute(2, 0, 3, 1, 4)
+        return bwd.flash_attention(q, k, v, causal=True).transpose(1, 2).reshape(b, n, 64).float().square().mean()
+
+    compiled = torch.compile(block, mode="reduce-overhead", fullgraph=True)
+    for _ in range(3):  # warm-up, record, replay
+        x = torch.randn(2, 100, 64, device=shared.DEVICE, dtype=torch.bfloat16)
+        loss = compiled(x)
+        loss.backward()
+        grad_graph = proj.weight.grad.clone()
+        proj.weight.grad = None
+        block(x).backward()
+        torch.testing.assert_close(grad_graph, proj.weight.grad, atol=2e-2, rtol=2e-2)
+        proj.weight.grad = None
