@@ -137,8 +137,8 @@ def batches(data, batch, context, steps, seed):
 
 # ----------------------------------------------------------------------------- training
 SIZES = {  # the model sizes a GPU run trains; batch sizes fill an 80 GB GPU comfortably in bf16
-    "small": dict(layers=6, dim=384, heads=6, context=512, batch=32, lr=1e-3, warmup=50, steps=300),
-    "gpt2": dict(layers=12, dim=768, heads=12, context=1024, batch=32, lr=6e-4, warmup=30, steps=100),
+    "small": dict(layers=6, dim=384, heads=6, context=512, batch=32, lr=1e-3, warmup=50, steps=200),
+    "gpt2": dict(layers=12, dim=768, heads=12, context=1024, batch=32, lr=6e-4, warmup=20, steps=60),
 }
 TINY = dict(layers=2, dim=32, heads=2, context=32, batch=2, lr=3e-3, warmup=2, steps=3)
 ATTENTION_KERNELS = ("flash_attention_forward_kernel", "_bwd_dq_kernel", "_bwd_dkdv_kernel",  # ours
@@ -249,7 +249,7 @@ def main(argv=None):
     parser.add_argument("--size", choices=("small", "gpt2", "both"), default="both")
     parser.add_argument("--mode", choices=("eager", "compiled", "both"), default="both",
                         help="compiled: torch.compile(fullgraph=True) the model")
-    parser.add_argument("--steps", type=int, default=None, help="default: the size's own (300 / 100)")
+    parser.add_argument("--steps", type=int, default=None, help="default: the size's own (200 / 60)")
     parser.add_argument("--tiny", action="store_true", help="a model small enough for the interpreter")
     parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None,
                         help="autocast dtype (default bf16 on a GPU, fp32 without one)")
