@@ -49,11 +49,22 @@ class Target:
     extra_kwargs: Callable = no_extra_kwargs  # rng -> dict of further keyword arguments
     reference: Callable = None  # (q, k, v, **kwargs) -> float64 output; default shared.reference_attention
     max_pairs: int = 2**24  # cap on B*H*Nq*Nk (the float64 reference holds every score)
+    head_dims: tuple = None  # draw only these (each new head dim compiles new kernels), or any in range
+
+
+def draw_window(rng):
+    """Step 03's sliding window: none, or (left, right) sides from -1 (unbounded) to a few hundred."""
+    if rng.random() < 0.5:
+        return {}
+    return {"window": (rng.choice([-1, 0, 1, 7, 64, 300]), rng.choice([-1, 0, 3, 50]))}
 
 
 TARGETS = {
     "01": Target("01", "basic_attention"),
     "02": Target("02", "vectorized_attention"),
+    "03": Target("03", "flash_attention", gqa=True, min_head_dim=16,
+                 causal_values=(False, True, "top_left", "lower_right"), extra_kwargs=draw_window,
+                 head_dims=(16, 40, 64, 80, 96, 111, 128, 256)),
 }
 KEEP_FAILURES = 10  # per step, in the JSON
 
@@ -73,6 +84,8 @@ def draw_case(rng, target, max_len, dtypes, layouts):
     head_dim = rng.choice([rng.randint(target.min_head_dim, target.max_head_dim),
                            rng.choice([d for d in (16, 40, 64, 80, 96, 111, 128, 256)
                                        if target.min_head_dim <= d <= target.max_head_dim])])
+    if target.head_dims:
+        head_dim = rng.choice(target.head_dims)
     qkv = dict(batch=batch, heads=heads, kv_heads=kv_heads, n_q=n_q, n_k=n_k, head_dim=head_dim,
                dtype=rng.choice(dtypes), layout=tuple(rng.choice(layouts) for _ in range(3)),
                seed=rng.randrange(2**32))

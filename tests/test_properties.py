@@ -34,11 +34,15 @@ SETTINGS = settings.get_profile(PROFILE)
 # program (one query row here) costs ~10 ms and each loop iteration ~5 ms: one per key in
 # step 01, one per block of 8 to 128 keys in step 02. The CI caps on rows (B*H*Nq) and pairs
 # (B*H*Nq*Nk) keep the whole file well under a minute; lengths still reach 96 and 300.
+STEP03_CAUSAL = (False, True, "top_left", "lower_right")
 STEPS = {
     "01": {"fn": shared.load_step("01").basic_attention,
            "ci": dict(max_rows=24, max_pairs=96), "gpu": dict(max_batch=3, max_heads=6, max_len=1024)},
     "02": {"fn": shared.load_step("02").vectorized_attention,
            "ci": dict(max_rows=48, max_pairs=1536), "gpu": dict(max_batch=3, max_heads=6, max_len=1024)},
+    "03": {"fn": shared.load_step("03").flash_attention,
+           "ci": dict(gqa=True, max_rows=96, max_pairs=4096, causal_values=STEP03_CAUSAL),
+           "gpu": dict(gqa=True, max_batch=3, max_heads=8, max_len=1024, causal_values=STEP03_CAUSAL)},
 }
 
 
@@ -73,3 +77,16 @@ def test_empty_inputs_give_what_sdpa_gives(step, sizes, head_dim, causal):
     expected = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     out = STEPS[step]["fn"](q, k, v, causal=causal)
     torch.testing.assert_close(out, expected, atol=0, rtol=0)
+
+
+@settings(SETTINGS, max_examples=8 if PROFILE == "ci" else 100)
+@given(data=st.data())
+def test_step03_gradients_match_float64(data):
+    """Step 03's gradients, with a drawn sliding window too, under the series' gradient rule."""
+    limits = dict(max_rows=48, max_pairs=1536) if PROFILE == "ci" else dict(max_len=512)
+    case = data.draw(attention_inputs(gqa=True, causal_values=STEP03_CAUSAL, **limits), label="case")
+    window = data.draw(st.none() | st.tuples(st.integers(-1, 40), st.integers(-1, 20)), label="window")
+    q, k, v = case.tensors()
+    errors = shared.load_step("03").gradient_errors(q, k, v, causal=case.causal, scale=case.scale, window=window)
+    for name, e in zip(("dq", "dk", "dv"), errors):
+        assert e["ok"] or (case.dtype == torch.float32 and e["ours"] < 1e-4), (name, e, case, window)
