@@ -75,7 +75,7 @@ def check_rows(out, q, k, v, causal, window=None, rows=64):
     b, h, n_q, d = q.shape
     pick = torch.linspace(0, n_q - 1, min(rows, n_q), device=q.device).long().unique()
     n_k = k.shape[2]
-    visible = shared.test_utils.visibility_mask(n_q, n_k, causal, window, q.device)[pick]
+    visible = shared.test_utils.visibility_mask(n_q, n_k, causal, window, q.device, rows=pick)
     scores = (q[:, :, pick].double() @ k.double().repeat_interleave(h // k.shape[1], 1).transpose(-1, -2))
     scores = (scores / math.sqrt(d)).masked_fill(~visible, float("-inf"))
     ref = torch.softmax(scores, -1) @ v.double().repeat_interleave(h // k.shape[1], 1)
@@ -230,17 +230,14 @@ def main(argv=None):
     ceilings = shared.measure_ceilings(BF16)
     print(f"ceilings: {ceilings}")
     flex_fn = None if args.no_flex else flex()
-    rows = []
-    if "decode" in args.parts:
-        rows += decoding(step03, ceilings["copy_gbps"], flex_fn)
-    if "varlen" in args.parts:
-        rows += varlen(step03, flex_fn)
-    if "window" in args.parts:
-        rows += sliding_window(step03, flex_fn)
-    path = shared.save_results(args.out_dir / "variants.json", rows, step="03_advanced_optimizations",
-                               ceilings=ceilings, dtype="bfloat16",
-                               command="python bench_variants.py " + " ".join(argv or sys.argv[1:]))
-    print(f"wrote {path}")
+    rows, sections = [], {"decode": lambda: decoding(step03, ceilings["copy_gbps"], flex_fn),
+                          "varlen": lambda: varlen(step03, flex_fn), "window": lambda: sliding_window(step03, flex_fn)}
+    for part in args.parts:  # saved after each part: a later failure keeps what was measured
+        rows += sections[part]()
+        path = shared.save_results(args.out_dir / "variants.json", rows, step="03_advanced_optimizations",
+                                   ceilings=ceilings, dtype="bfloat16", parts_done=args.parts[:args.parts.index(part) + 1],
+                                   command="python bench_variants.py " + " ".join(argv or sys.argv[1:]))
+        print(f"wrote {path}")
     return 0
 
 

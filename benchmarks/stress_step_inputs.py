@@ -152,17 +152,17 @@ def main(argv=None):
     parser.add_argument("--max-len", type=int, default=4096, help="longest Nq or Nk drawn (default 4096)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
     parser.add_argument("--max-seconds", type=float, default=480,
-                        help="stop starting calls after this long, over all steps (default 480: "
-                             "one 10-minute device call)")
+                        help="stop starting calls of a step after this long (default 480: "
+                             "one 10-minute device call for one step)")
     parser.add_argument("--out", type=Path, help="write the JSON summary here")
     args = parser.parse_args(argv)
     if not shared.HAS_GPU:
         print("stress_step_inputs: no GPU, nothing run (thousands of calls need a GPU, not the interpreter)")
         return 0
-    rng, deadline = random.Random(args.seed), time.time() + args.max_seconds
+    rng = random.Random(args.seed)
     rows = []
     for step in args.steps:
-        row = stress(TARGETS[step], args.calls, args.warmup, args.max_len, rng, deadline)
+        row = stress(TARGETS[step], args.calls, args.warmup, args.max_len, rng, time.time() + args.max_seconds)
         rows.append(row)
         print(f"{row['impl']:<26} {row['calls']} calls in {row['seconds']} s: {row['exception']} exceptions, "
               f"{row['nan_or_inf']} NaN/Inf, {row['mismatch']} out of tolerance; memory growth "

@@ -46,20 +46,22 @@ def causal_mask(n_q: int, n_k: int, device=None) -> torch.Tensor:
     return visibility_mask(n_q, n_k, causal=True, device=device)
 
 
-def visibility_mask(n_q: int, n_k: int, causal=False, window=None, device=None) -> torch.Tensor:
+def visibility_mask(n_q: int, n_k: int, causal=False, window=None, device=None, rows=None) -> torch.Tensor:
     """Boolean (Nq, Nk) mask, True where query i may see key j.
 
     ``causal``: False, True or "top_left" (key j <= i, SDPA's ``is_causal``), or
     "lower_right" (j <= i + Nk - Nq: the last query sees the last key, as in a KV cache).
     ``window=(left, right)``: key j visible iff i' - left <= j <= i' + right, where i' is
     i, or i + Nk - Nq when causal is "lower_right"; -1 leaves a side unbounded; with
-    causal, the causal bound wins on the right.
+    causal, the causal bound wins on the right. ``rows``: only these query rows (an index
+    tensor), for long sequences whose full mask would not fit in memory.
     """
-    i = torch.arange(n_q, device=device)[:, None]
+    i = torch.arange(n_q, device=device)
+    i = (i if rows is None else i[rows])[:, None]
     j = torch.arange(n_k, device=device)[None, :]
     if causal == "lower_right":
         i = i + (n_k - n_q)
-    visible = torch.ones(n_q, n_k, dtype=torch.bool, device=device)
+    visible = torch.ones(i.shape[0], n_k, dtype=torch.bool, device=device)
     if causal:
         visible &= j <= i
     if window is not None:

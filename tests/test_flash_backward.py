@@ -233,6 +233,7 @@ def test_torch_compile_reduce_overhead_cuda_graphs():
 
     compiled = torch.compile(block, mode="reduce-overhead", fullgraph=True)
     for _ in range(3):  # warm-up, record, replay
+        torch.compiler.cudagraph_mark_step_begin()  # a new training step: earlier outputs may be overwritten
         x = torch.randn(2, 100, 64, device=shared.DEVICE, dtype=torch.bfloat16)
         loss = compiled(x)
         loss.backward()
