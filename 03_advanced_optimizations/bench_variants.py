@@ -204,8 +204,9 @@ def sliding_window(step03, flex_fn, window=4096):
                  "sdpa flash (full causal)": lambda: shared.sdpa_backend("flash")(q, k, v, causal=True)}
         if flex_fn is not None:
             flex_attention, create_block_mask = flex_fn
+            # _compile=True: built block by block, never as a dense N x N mask (128 GiB at N = 128k)
             mask = create_block_mask(lambda b, h, i, j: (j <= i) & (i - j <= window), None, None, n, n,
-                                     device="cuda")
+                                     device="cuda", _compile=True)
             impls["flex attention (window)"] = lambda: flex_attention(q, k, v, block_mask=mask)
         for name, fn in impls.items():
             ms, status = attempt(fn)
