@@ -1,6 +1,6 @@
 """Rewrite every results table in the READMEs from the committed results files.
 
-    python make_tables.py            # rewrite the tables (and redraw step 03's plots)
+    python make_tables.py            # rewrite the tables
     python make_tables.py --check    # only say whether every table is current (exit 1 if not)
 
 No number in a post is typed by hand: each table below lives between
@@ -34,8 +34,15 @@ TABLES = [
      ["03 flash", "sdpa flash", "sdpa cudnn", "flex attention"],
      "03 flash", ["sdpa flash", "sdpa cudnn", "flex attention"]),
 ]
-# Step 03's plots are drawn here from its merged results files (its grid ran in parts).
-STEP03_PLOTS = {"results/forward.json": "forward", "results/backward.json": "backward"}
+# The post file of a (folder, marker) pair when it is not the folder's README.md: step 03's post is
+# in two files, README.md (forward) and BACKWARD.md (backward, host cost, use in models).
+POST_FILES = {("03_advanced_optimizations", "backward"): "BACKWARD.md"}
+
+
+def post_for(folder, marker):
+    """The post file that holds a table's markers."""
+    return ROOT / folder / POST_FILES.get((folder, marker), "README.md")
+
 # What the series index shows for every step: one representative configuration.
 PROGRESSION = {"head_dim": 64, "causal": False, "dtype": "float16", "mode": "fwd"}
 PROGRESSION_N = (1024, 4096)
@@ -213,20 +220,241 @@ def step02_experiments():
     return blocks
 
 
-def step03_plots():
-    from shared.plotting import plot_all
+# ---------------------------------------------------------------- step 03's other experiments
+# Each table in step 03's post that is not a benchmark grid: (results file, post file, marker,
+# renderer, renderer's keyword arguments). A missing results file or marker leaves the block as is.
+STEP03 = "03_advanced_optimizations"
 
-    folder = ROOT / "03_advanced_optimizations"
-    for results, name in STEP03_PLOTS.items():
-        if not (folder / results).exists():
+
+def _fmt(value, fmt):
+    return "–" if value is None else fmt.format(value)
+
+
+def _ratio(other_ms, own_ms):
+    """Time ratio other / own ("above 1x: own is faster"), or '–'."""
+    return f"{other_ms / own_ms:.2f}x" if other_ms and own_ms else "–"
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in rows])
+
+
+def _source(data):
+    command = data.get("meta", {}).get("command")
+    return shared.env_line(data["env"]) + (f" Command: `{command}`." if command else "")
+
+
+def grid_before_after_table(data, mode):
+    """The same-run comparison of the previous and the current step-03 kernel, with cuDNN, in one mode."""
+    rows = [r for r in data["rows"] if r["mode"] == mode]
+    by = {(r["impl"], r["head_dim"], r["causal"], r["n_q"]): r for r in rows}
+    r0 = rows[0]
+    what = {"fwd": "Forward", "bwd": "Backward alone (FLOPs: 2.5 times the forward's)"}[mode]
+    caption = (f"{what}, {r0['dtype'].replace('float', 'fp')}, B = {r0['batch']}, H = {r0['heads']}; "
+               "TFLOP/s count only the visible pairs when causal. The 'vs' columns are time ratios: above 1x, "
+               "the current kernel is faster.")
+    body = []
+    for d, causal, n in sorted({(r["head_dim"], r["causal"], r["n_q"]) for r in rows}):
+        now, before, cudnn = (by.get((i, d, causal, n)) for i in ("03 flash", "03 flash (before)", "sdpa cudnn"))
+        body.append([str(d), "yes" if causal else "no", str(n),
+                     _fmt(before and before.get("tflops"), "{:.1f}"), _fmt(now and now.get("tflops"), "{:.1f}"),
+                     _ratio(before and before.get("ms"), now and now.get("ms")),
+                     _fmt(cudnn and cudnn.get("tflops"), "{:.1f}"),
+                     _ratio(cudnn and cudnn.get("ms"), now and now.get("ms"))])
+    header = ["D", "causal", "N", "previous kernel", "current kernel", "current vs previous", "SDPA cuDNN",
+              "current vs cuDNN"]
+    return _source(data) + "\n\n" + caption + "\n\n" + _table(header, body)
+
+
+def decode_table(data):
+    """Decoding against a KV cache: step 03 (split-KV, packed GQA) against SDPA and FlexAttention."""
+    rows = [r for r in data["rows"] if r["section"] == "decode"]
+    by = {(r["impl"], r["batch"], r["n_q"], r["n_k"]): r for r in rows}
+    r0 = rows[0]
+    copy = data["meta"]["ceilings"]["copy_gbps"]
+    caption = (f"{data['meta'].get('dtype', '?').replace('bfloat', 'bf')}, {r0['heads']} query heads over "
+               f"{r0['kv_heads']} K/V heads, D = {r0['head_dim']}; milliseconds (do_bench median). One query row: no "
+               "mask; four rows: causal, lower-right aligned. The 'vs' columns are time ratios: above 1x, 03 flash is "
+               f"faster. Last column: the K and V bytes over 03 flash's time, as a share of the same run's "
+               f"device-to-device copy rate ({copy:,.0f} GB/s).")
+    impls = ["03 flash", "sdpa flash", "sdpa cudnn", "flex attention"]
+    body = []
+    for batch, n_q, n_k in dict.fromkeys((r["batch"], r["n_q"], r["n_k"]) for r in rows):
+        got = {i: by.get((i, batch, n_q, n_k)) for i in impls}
+        ms = {i: (r.get("ms") if r else None) for i, r in got.items()}
+        share = got["03 flash"] and got["03 flash"].get("kv_share_of_copy")
+        body.append([str(batch), str(n_q), f"{n_k:,}"] + [_fmt(ms[i], "{:.3f}") for i in impls]
+                    + [_ratio(ms[i], ms["03 flash"]) for i in impls[1:]] + [_fmt(share and share * 100, "{:.0f}%")])
+    header = ["batch", "query rows", "KV length", "03 flash", "SDPA flash", "SDPA cuDNN", "FlexAttention",
+              "vs SDPA flash", "vs SDPA cuDNN", "vs Flex", "K/V read rate / copy rate"]
+    return _source(data) + "\n\n" + caption + "\n\n" + _table(header, body)
+
+
+def varlen_table(data):
+    """A packed batch of variable-length sequences: step 03's varlen path against Flex and padded SDPA."""
+    rows = [r for r in data["rows"] if r["section"] == "varlen"]
+    r0 = rows[0]
+    builds = {r["head_dim"]: r["ms"] for r in rows if r["impl"] == "flex mask build"}
+    caption = (f"{data['meta'].get('dtype', '?').replace('bfloat', 'bf')}, {r0['sequences']} causal sequences packed "
+               f"into {r0['tokens']:,} tokens (longest {r0['longest']:,}), {r0['heads']} heads; milliseconds "
+               "(do_bench median). SDPA runs the same batch padded to the longest sequence. FlexAttention's document "
+               "mask is built once per batch, outside the timed calls: "
+               + ", ".join(f"{ms:.1f} ms at D = {d}" for d, ms in sorted(builds.items()))
+               + ". The 'vs' columns are time ratios: above 1x, 03 flash is faster.")
+    impls = ["03 flash varlen", "flex attention (doc mask)", "sdpa flash (padded)", "sdpa cudnn (padded)"]
+    by = {(r["impl"], r["head_dim"], r.get("mode")): r.get("ms") for r in rows}
+    body = []
+    for d in sorted({r["head_dim"] for r in rows}):
+        for mode in ("fwd", "fwd+bwd"):
+            ms = {i: by.get((i, d, mode)) for i in impls}
+            body.append([str(d), mode] + [_fmt(ms[i], "{:.3f}") for i in impls]
+                        + [_ratio(ms[i], ms["03 flash varlen"]) for i in impls[1:]])
+    header = ["D", "mode", "03 flash varlen", "Flex, document mask", "SDPA flash, padded", "SDPA cuDNN, padded",
+              "vs Flex", "vs SDPA flash", "vs SDPA cuDNN"]
+    return _source(data) + "\n\n" + caption + "\n\n" + _table(header, body)
+
+
+def model_path_table(data, dtype):
+    """The whole call as a model makes it (views, gradients on), per shape: do_bench and wall clock."""
+    rows = [r for r in data["rows"] if r["dtype"] == dtype and r["status"] == "ok"]
+    by = {(r["impl"], r["batch"], r["heads"], r["n_q"], r["head_dim"], r["causal"]): r for r in rows}
+
+    def pair(r, a, b, fmt="{:.3f}"):
+        return f"{_fmt(r and r.get(a), fmt)} / {_fmt(r and r.get(b), fmt)}"
+
+    body = []
+    shapes = list(dict.fromkeys((r["batch"], r["heads"], r["n_q"], r["head_dim"]) for r in rows))
+    for causal in (False, True):
+        for shape in shapes:
+            got = {i: by.get((i, *shape, causal)) for i in
+                   ("03 flash", "sdpa flash", "sdpa cudnn", "03 flash (before)", "03 flash (Triton launch)")}
+            ours = got["03 flash"]
+            if not ours:
+                continue
+            ratios = []
+            for other in ("sdpa flash", "sdpa cudnn"):
+                o = got[other]
+                ratios.append(f"{_ratio(o and o['fwd_bwd_ms'], ours['fwd_bwd_ms'])} / "
+                              f"{_ratio(o and o['wall_fwd_bwd_ms'], ours['wall_fwd_bwd_ms'])}")
+            body.append([", ".join(map(str, shape)), "yes" if causal else "no",
+                         pair(ours, "fwd_bwd_ms", "wall_fwd_bwd_ms"),
+                         pair(got["sdpa flash"], "fwd_bwd_ms", "wall_fwd_bwd_ms"),
+                         pair(got["sdpa cudnn"], "fwd_bwd_ms", "wall_fwd_bwd_ms"), *ratios,
+                         _fmt(got["03 flash (before)"] and got["03 flash (before)"].get("wall_fwd_bwd_ms"), "{:.3f}"),
+                         _fmt(got["03 flash (Triton launch)"] and got["03 flash (Triton launch)"].get("wall_fwd_bwd_ms"),
+                              "{:.3f}")])
+    caption = (f"**{dtype}**: forward + backward in milliseconds, as `do_bench` median / wall clock (median of five "
+               "trials of 100 back-to-back calls); the 'vs' columns are time ratios in the same two measures (above "
+               "1x, 03 flash is faster); the last two columns are wall clock: the previous version of this step, "
+               "and the current one with every launch through Triton's `kernel[grid](...)`.")
+    header = ["B, H, N, D", "causal", "03 flash", "SDPA flash", "SDPA cuDNN", "vs SDPA flash", "vs SDPA cuDNN",
+              "previous version", "Triton launch"]
+    return caption + "\n\n" + _table(header, body)
+
+
+def model_path_tables(data, dtype):
+    return _source(data) + "\n\n" + model_path_table(data, dtype)
+
+
+PROFILE_NAMES = {"03 flash": "03 flash", "03 flash (before)": "03 flash, previous version",
+                 "sdpa flash": "SDPA flash", "sdpa cudnn": "SDPA cuDNN"}
+
+
+def profile_table(data, top=3):
+    """torch.profiler per implementation: host and device time per call, and the largest host-side ops."""
+    meta = data["meta"]
+    body = []
+    for impl, label in PROFILE_NAMES.items():
+        p = meta["profiles"].get(impl)
+        if not p:
             continue
-        rows = shared.load_results(folder / results)["rows"]
-        for dtype, mode, head_dim, causal in configurations(rows):
-            sel = shared.select(rows, dtype=dtype, mode=mode, head_dim=head_dim, causal=causal)
-            tag = f"{name}_{mode.replace('+', '_')}_{dtype}_d{head_dim}_{'causal' if causal else 'full'}"
-            title = f"step 03 {mode}, {dtype}, B=4 H=32 D={head_dim}{' causal' if causal else ''}"
-            plot_all(sel, folder / "results", tag, title, baseline="sdpa flash")
-        print(f"drew the plots of 03_advanced_optimizations/{results}")
+        ops = [o for o in p["ops"] if o["name"] != "Activity Buffer Request"
+               and not o["name"].startswith("autograd::engine::evaluate_function")]
+        ops.sort(key=lambda o: -o["cpu_total_us"])
+        cells = []
+        for o in ops[:top]:
+            name = o["name"] if len(o["name"]) <= 48 else o["name"][:45] + "..."
+            count = f" x{o['calls_per_call']:.0f}" if o["calls_per_call"] > 1 else ""
+            cells.append(f"`{name}`{count} {o['cpu_total_us']:.0f}")
+        body.append([label, f"{p['host_ms_per_call']:.3f}", f"{p['device_ms_per_call']:.3f}", "; ".join(cells)])
+    shape = ", ".join(map(str, meta["shape"]))
+    caption = (f"torch.profiler over {meta['calls']} forward + backward calls at (B, H, N, D) = ({shape}), "
+               f"{'causal' if meta['causal'] else 'not causal'}, {meta['dtype']}, (B, N, H, D) leaves viewed as "
+               "(B, H, N, D). Host time per call is wall clock with the profiler on (it adds its own cost); device "
+               f"time is the kernels' sum. The last column: the {top} largest host-side ops (autograd's engine "
+               "wrappers and the profiler's own buffer requests left out), total microseconds per call, children "
+               "included.")
+    header = ["implementation", "host ms per call", "GPU kernels ms per call", "largest host-side ops (us per call)"]
+    return _source(data) + "\n\n" + caption + "\n\n" + _table(header, body)
+
+
+def host_cost_table(data):
+    """What one small call costs on the host, and where it goes."""
+    meta = data["meta"]
+    body = [[r["impl"], r["mode"], f"{r['us_per_call']:.1f}"] for r in data["rows"]]
+    shape = ", ".join(map(str, meta["shape"]))
+    caption = (f"Wall clock per call over 2,000 back-to-back calls at (B, H, N, D) = ({shape}), "
+               f"{'causal' if meta['causal'] else 'not causal'}, {meta['dtype']}: the GPU waits for the host here, "
+               "so the time is host time. 'python floor' is an empty `torch.autograd.Function` with the same inputs, "
+               "outputs and allocations; '03 flash (Triton launch)' is the same code with every launch through "
+               "Triton's `kernel[grid](...)`.")
+    return _source(data) + "\n\n" + caption + "\n\n" + _table(["implementation", "what is timed", "us per call"], body)
+
+
+def train_gpt_table(data):
+    """The training demo: step time, throughput, attention's share of GPU time and loss, SDPA against ours."""
+    configs, runs = data["configs"], data["runs"]
+    body = []
+    for size, cfg in configs.items():
+        for mode in ("eager", "compiled"):
+            sdpa = runs.get(f"{size} {mode} sdpa")
+            for attention in ("sdpa", "flash"):
+                r = runs.get(f"{size} {mode} {attention}")
+                if not r:
+                    continue
+                vs = _ratio(sdpa and sdpa["median_step_ms"], r["median_step_ms"]) if attention == "flash" else "–"
+                body.append([size, mode, {"sdpa": "SDPA", "flash": "03 flash"}[attention],
+                             f"{r['median_step_ms']:.1f}", f"{r['tokens_per_s'] / 1e3:,.0f}k",
+                             f"{r['attention_share'] * 100:.1f}%", f"{r['loss'][-1]:.4f}", vs])
+    described = "; ".join(f"{size}: {c['layers']} layers, width {c['dim']}, {c['heads']} heads, context "
+                          f"{c['context']}, batch {c['batch']}, {c['steps']} steps" for size, c in configs.items())
+    kernels = {k for name, r in runs.items() if name.endswith(" sdpa") for k in r.get("attention_kernels", [])}
+    picked = (" SDPA chose cuDNN's kernels in every run (`cudnn_generated_..._sm90_flash_fprop_wgmma_...` and "
+              "`..._bprop_...`, named in the results file)." if kernels and all("cudnn" in k for k in kernels) else "")
+    caption = (f"{data.get('dtype', '?')} autocast, AdamW, the same seed and batches for both attentions ({described})."
+               " Median step time; tokens per second; the share of the GPU's kernel time spent in attention kernels "
+               "(torch.profiler, three steps); the loss of the last step. The last column is a time ratio: above 1x, "
+               "03 flash's step is faster." + picked)
+    header = ["model", "mode", "attention", "median step ms", "tokens/s", "attention share of GPU time",
+              "final loss", "vs SDPA"]
+    return shared.env_line(data["env"]) + " Command: `python train_gpt.py` (a full GPU run).\n\n" + caption + \
+        "\n\n" + _table(header, body)
+
+
+STEP03_EXPERIMENTS = [
+    ("results/grid_before_after.json", "README.md", "grid_fwd", grid_before_after_table, {"mode": "fwd"}),
+    ("results/variants.json", "README.md", "decode", decode_table, {}),
+    ("results/variants.json", "README.md", "varlen", varlen_table, {}),
+    ("results/grid_before_after.json", "BACKWARD.md", "grid_bwd", grid_before_after_table, {"mode": "bwd"}),
+    ("results/host_cost.json", "BACKWARD.md", "host_cost", host_cost_table, {}),
+    ("results/model_path_profile.json", "BACKWARD.md", "profile", profile_table, {}),
+    ("results/model_path.json", "BACKWARD.md", "model_path_bf16", model_path_tables, {"dtype": "bfloat16"}),
+    ("results/model_path.json", "BACKWARD.md", "model_path_fp16", model_path_tables, {"dtype": "float16"}),
+    ("results/train_gpt.json", "BACKWARD.md", "train_gpt", train_gpt_table, {}),
+]
+
+
+def step03_experiments():
+    """(post path, marker, text) of every step-03 table that is not a benchmark grid."""
+    blocks = []
+    for results, post, marker, render, kwargs in STEP03_EXPERIMENTS:
+        path, readme = ROOT / STEP03 / results, ROOT / STEP03 / post
+        if not path.exists() or not readme.exists() or f"<!-- {marker}:start -->" not in readme.read_text():
+            print(f"skip {STEP03} {marker}: no {results}, {post} or marker yet")
+            continue
+        blocks.append((readme, marker, render(shared.load_results(path), **kwargs)))
+    return blocks
 
 
 def generated_blocks():
@@ -234,7 +462,7 @@ def generated_blocks():
     blocks = []
     for folder, results, marker, impls, own, others in TABLES:
         path = ROOT / folder / results
-        readme = ROOT / folder / "README.md"
+        readme = post_for(folder, marker)
         if not path.exists() or not readme.exists() or f"<!-- {marker}:start -->" not in readme.read_text():
             print(f"skip {folder} {marker}: no {results}, README.md or marker yet")
             continue
@@ -243,6 +471,7 @@ def generated_blocks():
         text += step_tables(data["rows"], impls, own, others)
         blocks.append((readme, marker, text))
     blocks += step02_experiments()
+    blocks += step03_experiments()
     blocks.append((ROOT / "README.md", "progression", progression_rows()))
     return blocks
 
@@ -269,7 +498,6 @@ def main(argv=None):
     for readme, marker, text in generated_blocks():
         shared.write_between_markers(readme, marker, text)
         print(f"wrote the {marker} table(s) into {readme.relative_to(ROOT)}")
-    step03_plots()
     return 0
 
 

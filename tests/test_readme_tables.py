@@ -20,7 +20,7 @@ spec.loader.exec_module(make_tables)
 @pytest.mark.parametrize("entry", make_tables.TABLES, ids=lambda e: f"{e[0]}:{e[2]}")
 def test_step_tables_match_results(entry):
     folder, results, marker, impls, own, others = entry
-    readme, path = ROOT / folder / "README.md", ROOT / folder / results
+    readme, path = make_tables.post_for(folder, marker), ROOT / folder / results
     if not readme.exists() or not path.exists() or make_tables.current_block(readme, marker) is None:
         pytest.skip("this post or its results do not exist yet")
     data = shared.load_results(path)
@@ -37,7 +37,7 @@ def test_progression_table_matches_results():
 
 
 def test_check_mode_writes_nothing_and_agrees(capsys):
-    before = {p: p.read_text() for p in ROOT.glob("**/README.md") if ".venv" not in p.parts}
+    before = {p: p.read_text() for p in ROOT.glob("**/*.md") if ".venv" not in p.parts}
     assert make_tables.main(["--check"]) == 0
     assert "every table is current" in capsys.readouterr().out
     assert before == {p: p.read_text() for p in before}
@@ -90,3 +90,29 @@ def test_step02_experiment_tables_match_results(entry, render):
     if not readme.exists() or not path.exists() or make_tables.current_block(readme, marker) is None:
         pytest.skip("this table's results file or marker does not exist yet")
     assert make_tables.current_block(readme, marker) == render(shared.load_results(path)).strip(), "run `python make_tables.py`"
+
+
+@pytest.mark.parametrize("entry", make_tables.STEP03_EXPERIMENTS, ids=lambda e: e[2])
+def test_step03_experiment_tables_match_results(entry):
+    results, post, marker, render, kwargs = entry
+    readme, path = ROOT / make_tables.STEP03 / post, ROOT / make_tables.STEP03 / results
+    if not readme.exists() or not path.exists() or make_tables.current_block(readme, marker) is None:
+        pytest.skip("this table's results file or marker does not exist yet")
+    data = shared.load_results(path)
+    assert data["env"].get("gpu") and data["env"].get("torch") and data["env"].get("triton")
+    assert make_tables.current_block(readme, marker) == render(data, **kwargs).strip(), \
+        "run `python make_tables.py`"
+
+
+def test_every_step03_marker_is_generated():
+    """No marker pair in step 03's post is left without a generator (an empty block would pass unseen)."""
+    import re
+
+    generated = {(readme.name, marker) for readme, marker, _ in make_tables.generated_blocks()
+                 if readme.parent.name == make_tables.STEP03}
+    for post in ("README.md", "BACKWARD.md"):
+        path = ROOT / make_tables.STEP03 / post
+        if not path.exists():
+            continue
+        for marker in re.findall(r"<!-- (\w+):start -->", path.read_text()):
+            assert (post, marker) in generated, f"{post}: the {marker} block has no generator"

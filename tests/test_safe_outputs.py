@@ -4,8 +4,9 @@ answers --help without doing work; GPU-only scripts say so in one line without a
 The commands run in a snapshot of this checkout: a fresh git repository holding the working tree as
 `git add -A` would commit it (uncommitted edits included), with no GPU visible. After them,
 `git status --porcelain` there must be empty: anything a run wrote lies in ignored places
-(scratch/, __pycache__/). The drawing scripts (access_pattern.py, causal_tiles.py) are left out of
-the runs: they redraw committed figures by design, and their bytes depend on the matplotlib version.
+(scratch/, __pycache__/). The drawing scripts (access_pattern.py, causal_tiles.py, figures.py) are
+left out of the runs: they redraw committed figures by design, and their bytes depend on the
+matplotlib version.
 """
 import os
 import shutil
@@ -27,6 +28,7 @@ PY_SCRIPTS = [
     "03_advanced_optimizations/tune_forward.py",
     "03_advanced_optimizations/tune_backward.py",
     "03_advanced_optimizations/causal_tiles.py",
+    "03_advanced_optimizations/figures.py",
     "make_tables.py",
     "benchmarks/merge_results.py",
     "benchmarks/naive_oom.py",
