@@ -18,6 +18,7 @@ op, device time per kernel). ``--before PATH`` adds an earlier flash_attention.p
 ops renamed) so that before and after come from one run. ``--grid`` times the large benchmark
 grid (B=4, H=32, N 4096/16384) for before/after, forward and backward.
 
+    bash ../benchmarks/make_baseline.sh     # the previous version (commit bb99857), in .baseline/
     python bench_model_path.py --before ../.baseline/flash_attention_before.py --profile --grid
 GPU only; results go to results/model_path.json (+ model_path_profile.json, grid_before_after.json).
 """
