@@ -1580,6 +1580,8 @@ def check_backward(quick):
         (1, 2, 1, 23, 41, 64, "lower_right", (7, -1)),
         (1, 2, 2, 41, 23, 32, "lower_right", None),
     ]
+    if shared.INTERPRETER and quick:  # the interpreter's quick check: one of each kind (pytest has the rest)
+        shapes = [shapes[i] for i in (0, 2, 5, 6)]
     if not shared.INTERPRETER and not quick:
         shapes += [(2, 8, 2, 1025, 1025, 64, True, None), (1, 4, 4, 1, 1025, 128, False, None),
                    (1, 4, 1, 333, 257, 96, True, None), (2, 4, 4, 256, 256, 256, True, None),
