@@ -213,6 +213,23 @@ def visible_ranges(first_row, last_row, seqlen_k, shift, window_left, window_rig
 
 
 @triton.jit
+def sequence_bounds(cu_seqlens_q_ptr, cu_seqlens_k_ptr, batch, n_q, n_k, VARLEN: tl.constexpr):
+    """(q_start, seqlen_q, k_start, seqlen_k) of sequence `batch`.
+
+    A packed batch (VARLEN) reads them from the cumulative lengths, starts as 64-bit offsets;
+    a dense batch has every sequence at 0, Nq and Nk long.
+    """
+    if VARLEN:
+        q_start = tl.load(cu_seqlens_q_ptr + batch)
+        k_start = tl.load(cu_seqlens_k_ptr + batch)
+        seqlen_q = tl.load(cu_seqlens_q_ptr + batch + 1) - q_start
+        seqlen_k = tl.load(cu_seqlens_k_ptr + batch + 1) - k_start
+        return q_start.to(tl.int64), seqlen_q, k_start.to(tl.int64), seqlen_k
+    else:
+        return 0, n_q, 0, n_k
+
+
+@triton.jit
 def flash_attention_forward_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr,  # q (B, H, Nq, D), k/v (B, Hkv, Nk, D), o like q; packed: (tokens, heads, D)
     lse_ptr,  # (B, H, Nq) fp32: natural-log logsumexp of each row's scaled scores (-inf: no key seen)
@@ -262,19 +279,14 @@ def flash_attention_forward_kernel(
     lse_base = lse_ptr + batch.to(tl.int64) * stride_lb
     k_base = k_ptr + batch.to(tl.int64) * stride_kb + kv_head.to(tl.int64) * stride_kh
     v_base = v_ptr + batch.to(tl.int64) * stride_vb + kv_head.to(tl.int64) * stride_vh
-    if VARLEN:  # sequence `batch` is rows [start, start + length) of the packed tensors
-        q_start = tl.load(cu_seqlens_q_ptr + batch)
-        seqlen_q = tl.load(cu_seqlens_q_ptr + batch + 1) - q_start
-        k_start = tl.load(cu_seqlens_k_ptr + batch)
-        seqlen_k = tl.load(cu_seqlens_k_ptr + batch + 1) - k_start
-        q_base += q_start.to(tl.int64) * stride_qn
-        o_base += q_start.to(tl.int64) * stride_on
-        lse_base += q_start.to(tl.int64) * stride_ln
-        k_base += k_start.to(tl.int64) * stride_kn
-        v_base += k_start.to(tl.int64) * stride_vn
-    else:
-        seqlen_q = n_q
-        seqlen_k = n_k
+    # sequence `batch` is rows [start, start + length) of the packed tensors (dense: 0, Nq / Nk)
+    q_start, seqlen_q, k_start, seqlen_k = sequence_bounds(cu_seqlens_q_ptr, cu_seqlens_k_ptr, batch,
+                                                           n_q, n_k, VARLEN)
+    q_base += q_start * stride_qn
+    o_base += q_start * stride_on
+    lse_base += q_start * stride_ln
+    k_base += k_start * stride_kn
+    v_base += k_start * stride_vn
     if PACK_GQA:
         rows = seqlen_q * group
     else:
@@ -545,22 +557,16 @@ def _bwd_dkdv_kernel(
     v_base = v_ptr + batch.to(tl.int64) * stride_vb + kv_head.to(tl.int64) * stride_vh
     dk_base = dk_ptr + batch.to(tl.int64) * stride_dkb + kv_head.to(tl.int64) * stride_dkh
     dv_base = dv_ptr + batch.to(tl.int64) * stride_dvb + kv_head.to(tl.int64) * stride_dvh
-    if VARLEN:
-        q_start = tl.load(cu_seqlens_q_ptr + batch).to(tl.int64)
-        seqlen_q = tl.load(cu_seqlens_q_ptr + batch + 1) - q_start.to(tl.int32)
-        k_start = tl.load(cu_seqlens_k_ptr + batch).to(tl.int64)
-        seqlen_k = tl.load(cu_seqlens_k_ptr + batch + 1) - k_start.to(tl.int32)
-        q_base0 += q_start * stride_qn
-        do_base0 += q_start * stride_don
-        lse_base0 += q_start * stride_ln
-        delta_base0 += q_start * stride_ln
-        k_base += k_start * stride_kn
-        v_base += k_start * stride_vn
-        dk_base += k_start * stride_dkn
-        dv_base += k_start * stride_dvn
-    else:
-        seqlen_q = n_q
-        seqlen_k = n_k
+    q_start, seqlen_q, k_start, seqlen_k = sequence_bounds(cu_seqlens_q_ptr, cu_seqlens_k_ptr, batch,
+                                                           n_q, n_k, VARLEN)
+    q_base0 += q_start * stride_qn
+    do_base0 += q_start * stride_don
+    lse_base0 += q_start * stride_ln
+    delta_base0 += q_start * stride_ln
+    k_base += k_start * stride_kn
+    v_base += k_start * stride_vn
+    dk_base += k_start * stride_dkn
+    dv_base += k_start * stride_dvn
     start_n = pid_n * BLOCK_N
     if start_n >= seqlen_k:  # a packed batch's shorter sequences need fewer key blocks
         return
@@ -690,22 +696,16 @@ def _bwd_dq_kernel(
     delta_base = delta_ptr + batch.to(tl.int64) * stride_lb + head.to(tl.int64) * stride_lh
     k_base = k_ptr + batch.to(tl.int64) * stride_kb + kv_head.to(tl.int64) * stride_kh
     v_base = v_ptr + batch.to(tl.int64) * stride_vb + kv_head.to(tl.int64) * stride_vh
-    if VARLEN:
-        q_start = tl.load(cu_seqlens_q_ptr + batch).to(tl.int64)
-        seqlen_q = tl.load(cu_seqlens_q_ptr + batch + 1) - q_start.to(tl.int32)
-        k_start = tl.load(cu_seqlens_k_ptr + batch).to(tl.int64)
-        seqlen_k = tl.load(cu_seqlens_k_ptr + batch + 1) - k_start.to(tl.int32)
-        q_base += q_start * stride_qn
-        o_base += q_start * stride_on
-        do_base += q_start * stride_don
-        dq_base += q_start * stride_dqn
-        lse_base += q_start * stride_ln
-        delta_base += q_start * stride_ln
-        k_base += k_start * stride_kn
-        v_base += k_start * stride_vn
-    else:
-        seqlen_q = n_q
-        seqlen_k = n_k
+    q_start, seqlen_q, k_start, seqlen_k = sequence_bounds(cu_seqlens_q_ptr, cu_seqlens_k_ptr, batch,
+                                                           n_q, n_k, VARLEN)
+    q_base += q_start * stride_qn
+    o_base += q_start * stride_on
+    do_base += q_start * stride_don
+    dq_base += q_start * stride_dqn
+    lse_base += q_start * stride_ln
+    delta_base += q_start * stride_ln
+    k_base += k_start * stride_kn
+    v_base += k_start * stride_vn
     start_m = pid_m * BLOCK_M
     if start_m >= seqlen_q:
         return
