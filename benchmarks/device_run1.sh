@@ -3,11 +3,7 @@
 # then the model-path grid, the profiler tables and the large grid, before (the last commit
 # before the rewrite, carried as .baseline/flash_attention_before.py) against after.
 set -uo pipefail
-if [[ ${1:-} == -h || ${1:-} == --help ]]; then sed -n '2,3p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
-if ! command -v nvidia-smi >/dev/null; then echo "$(basename "$0") runs on the GPU machine: no nvidia-smi here, nothing to do."; exit 0; fi
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-scratch/run1}; mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv > "$OUT/gpu.txt" 2>&1
+source "$(dirname "$0")/device_common.sh"
 python3 -c "import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name())" >> "$OUT/gpu.txt"
 cd 03_advanced_optimizations
 timeout 230 python3 -m pytest -q -p no:cacheprovider --maxfail=5 ../tests/test_flash_variants.py \

@@ -2,11 +2,7 @@
 # Device call 2 (notes/gpu_log.md): where one call's host time goes (host_cost.py), step 03's
 # tests on the GPU in 8 processes, the model-path grid and profiles before/after.
 set -uo pipefail
-if [[ ${1:-} == -h || ${1:-} == --help ]]; then sed -n '2,3p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
-if ! command -v nvidia-smi >/dev/null; then echo "$(basename "$0") runs on the GPU machine: no nvidia-smi here, nothing to do."; exit 0; fi
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-scratch/run2}; mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv > "$OUT/gpu.txt" 2>&1
+source "$(dirname "$0")/device_common.sh"
 python3 -c "import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name())" >> "$OUT/gpu.txt"
 timeout 60 python3 03_advanced_optimizations/host_cost.py --out-dir "$OUT" 2>&1 | tee "$OUT/host_cost.log"
 timeout 170 python3 -m pytest -q -n 8 -p no:cacheprovider tests/test_flash_variants.py tests/test_flash_forward.py \

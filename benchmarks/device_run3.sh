@@ -2,11 +2,7 @@
 # Device call 3 (notes/gpu_log.md): host cost with direct launches, the model-path grid with
 # profiles and the large before/after grid, step 02's tl.range pipelining experiment.
 set -uo pipefail
-if [[ ${1:-} == -h || ${1:-} == --help ]]; then sed -n '2,3p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
-if ! command -v nvidia-smi >/dev/null; then echo "$(basename "$0") runs on the GPU machine: no nvidia-smi here, nothing to do."; exit 0; fi
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-scratch/run3}; mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv > "$OUT/gpu.txt" 2>&1
+source "$(dirname "$0")/device_common.sh"
 timeout 60 python3 03_advanced_optimizations/host_cost.py --out-dir "$OUT" 2>&1 | tee "$OUT/host_cost.log" | head -12
 cd 03_advanced_optimizations
 timeout 330 python3 bench_model_path.py --before ../.baseline/flash_attention_before.py --profile --grid \

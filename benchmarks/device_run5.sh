@@ -2,11 +2,7 @@
 # Device call 5 (notes/gpu_log.md): the model-path grid (five wall-clock trials) with profiles,
 # then the large before/after grid, forward and backward.
 set -uo pipefail
-if [[ ${1:-} == -h || ${1:-} == --help ]]; then sed -n '2,3p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
-if ! command -v nvidia-smi >/dev/null; then echo "$(basename "$0") runs on the GPU machine: no nvidia-smi here, nothing to do."; exit 0; fi
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-scratch/run5}; mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv > "$OUT/gpu.txt" 2>&1
+source "$(dirname "$0")/device_common.sh"
 timeout 90 python3 03_advanced_optimizations/host_cost.py --out-dir "$OUT" > "$OUT/host_cost.log" 2>&1
 head -13 "$OUT/host_cost.log"
 cd 03_advanced_optimizations

@@ -2,11 +2,7 @@
 # Device call 8 (notes/gpu_log.md): the variants against their peers again (the 128k window's
 # check no longer builds a full mask), CUDA-graph capture, property tests and the stress run.
 set -uo pipefail
-if [[ ${1:-} == -h || ${1:-} == --help ]]; then sed -n '2,3p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
-if ! command -v nvidia-smi >/dev/null; then echo "$(basename "$0") runs on the GPU machine: no nvidia-smi here, nothing to do."; exit 0; fi
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-scratch/run8}; mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv > "$OUT/gpu.txt" 2>&1
+source "$(dirname "$0")/device_common.sh"
 timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_flash_backward.py -k "reduce_overhead" \
     > "$OUT/cuda_graphs.log" 2>&1; echo "cuda graphs rc=$?"; grep -E "^E |passed|failed" "$OUT/cuda_graphs.log" | head -6
 timeout 300 python3 03_advanced_optimizations/bench_variants.py --out-dir "$OUT" > "$OUT/variants.log" 2>&1
