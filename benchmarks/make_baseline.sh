@@ -6,7 +6,11 @@
 #     bash benchmarks/make_baseline.sh        # writes .baseline/flash_attention_before.py (ignored by git)
 set -euo pipefail
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
+if ! command -v nvidia-smi >/dev/null; then
+  echo "make_baseline.sh prepares a GPU benchmark (bench_model_path.py --before): no GPU here, nothing to do."; exit 0
+fi
 cd "$(dirname "$0")/.."
+git cat-file -e bb99857 2>/dev/null || { echo "make_baseline.sh needs the repository's history (commit bb99857)" >&2; exit 1; }
 mkdir -p .baseline
 git show bb99857:03_advanced_optimizations/flash_attention.py \
   | sed 's/triton_attention::/triton_attention_before::/g' \
