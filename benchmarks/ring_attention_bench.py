@@ -169,16 +169,9 @@ def write_table(paths, post=POST):
 
 # ----------------------------------------------------------------------------- setup
 def _load_ring():
-    import importlib.util
+    import shared
 
-    name = "step03_ring_attention"
-    if name not in sys.modules:
-        path = ROOT / "03_advanced_optimizations" / "ring_attention.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return shared.load_step("03", "ring_attention.py")
 
 
 class Bench:

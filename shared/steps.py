@@ -16,15 +16,19 @@ STEP_SCRIPTS = {
 }
 
 
-def load_step(step: str):
-    """The module of step "01", "02" or "03" (its kernel, launcher and helpers)."""
+def load_step(step: str, script: str = None):
+    """The module of step "01", "02" or "03" (its kernel, launcher and helpers).
+
+    ``script``: a companion script in the step's folder instead, e.g.
+    ``load_step("03", "ring_attention.py")``.
+    """
     if step not in STEP_SCRIPTS:
         raise ValueError(f"unknown step {step!r}; choose from {sorted(STEP_SCRIPTS)}")
-    path = STEP_SCRIPTS[step]
+    path = STEP_SCRIPTS[step] if script is None else STEP_SCRIPTS[step].parent / script
     if not path.exists():
         raise FileNotFoundError(f"{path} is not there: load_step needs the series' checkout (run from it, "
                                 "or install it with `pip install -e .`, not `pip install .`)")
-    name = f"step{step}_{path.stem}"
+    name = f"step{step}_{path.stem}"  # the same name in every process (spawned workers unpickle by it)
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)

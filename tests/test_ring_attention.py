@@ -6,7 +6,6 @@ gathered outputs and gradients must equal one-process flash_attention on the who
 sequence (fp32: to fp32 rounding; fp16: within the series' rule against float64). The
 schedule, the zigzag sharding and the merge are also tested on their own, in-process.
 """
-import importlib.util
 import itertools
 import math
 import sys
@@ -23,14 +22,7 @@ step03 = shared.load_step("03")
 
 
 def _load_ring():
-    name = "step03_ring_attention"
-    if name not in sys.modules:
-        path = ROOT / "03_advanced_optimizations" / "ring_attention.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return shared.load_step("03", "ring_attention.py")
 
 
 ring = _load_ring()
