@@ -805,7 +805,7 @@ def forward_config(block_d, dtype, rows, n_k, row_programs):
         return (64, 32, 4, 2)
     if rows <= 64:
         return (64, 64, 4, 2)
-    tiles_128 = -(-rows // 128) * row_programs  # programs if the tiles had 128 rows
+    tiles_128 = triton.cdiv(rows, 128) * row_programs  # programs if the tiles had 128 rows
     if block_d <= 64:
         return (64, 64, 4, 3) if tiles_128 < 2 * NUM_SMS else (128, 64, 8, 3)
     if tiles_128 < 8 * NUM_SMS:  # D=128: 64-row tiles until there are 8 waves of 128-row ones
@@ -822,7 +822,7 @@ def split_count(programs, n_k, block_n):
     """
     if programs >= NUM_SMS or n_k < max(2048, 8 * block_n):  # short rows: the extra launch would cost more
         return 1
-    return max(1, min(-(-2 * NUM_SMS // programs), n_k // (4 * block_n)))  # >= 4 tiles a split
+    return max(1, min(triton.cdiv(2 * NUM_SMS, programs), n_k // (4 * block_n)))  # >= 4 tiles a split
 
 
 # Backward tile sizes and launch settings, by padded head dim:
@@ -942,9 +942,9 @@ class AttentionPlan:
             self.o_shape, self.lse_shape = tuple(q.shape), (batch, heads, n_q)
             self.lse_strides = (heads * n_q, n_q, 1)
             # outputs laid out like their inputs: (B, N, H, D) memory for (B, N, H, D) views
-            self.o_strides = self.dq_strides = _like_strides(q)
-            self.dk_strides, self.dv_strides = _like_strides(k), _like_strides(v)
-            self.o_alloc_strides = self.o_strides
+            self.alloc_strides = (_like_strides(q), _like_strides(k), _like_strides(v))  # o/dq, dk, dv
+            self.o_strides = self.dq_strides = self.alloc_strides[0]  # as the kernels take them
+            self.dk_strides, self.dv_strides = self.alloc_strides[1:]
         else:
             batch, n_q, n_k = varlen  # (sequences, longest query sequence, longest key sequence)
             self.scale = check_varlen_inputs(q, k, v, scale, n_q, n_k)
@@ -953,9 +953,9 @@ class AttentionPlan:
                 _packed(v.stride())
             self.o_shape, self.lse_shape = tuple(q.shape), (heads, q.shape[0])
             self.lse_strides = (0, q.shape[0], 1)
-            self.o_strides = self.dq_strides = _packed(_like_strides(q))
-            self.dk_strides, self.dv_strides = _packed(_like_strides(k)), _packed(_like_strides(v))
-            self.o_alloc_strides = _like_strides(q)
+            self.alloc_strides = (_like_strides(q), _like_strides(k), _like_strides(v))  # o/dq, dk, dv
+            self.o_strides = self.dq_strides = _packed(self.alloc_strides[0])  # as the kernels take them
+            self.dk_strides, self.dv_strides = (_packed(t) for t in self.alloc_strides[1:])
         self.varlen = varlen is not None
         self.alignment = shared.check_causal(causal, lower_right=True)
         self.window_left, self.window_right = _check_window(window)
@@ -992,10 +992,10 @@ class AttentionPlan:
                                                                      row_programs)
         if pack and rows > block_m:  # a given config too small for the group's rows: no packing
             pack, rows, row_programs = False, self.n_q, self.batch * self.heads
-        programs = -(-rows // block_m) * row_programs
+        programs = triton.cdiv(rows, block_m) * row_programs
         splits = num_splits or split_count(programs, self.n_k, block_n)
-        keys_per_split = -(-(-(-max(self.n_k, 1) // splits)) // block_n) * block_n
-        splits = -(-max(self.n_k, 1) // keys_per_split)
+        keys_per_split = triton.cdiv(triton.cdiv(max(self.n_k, 1), splits), block_n) * block_n
+        splits = triton.cdiv(max(self.n_k, 1), keys_per_split)
         self.splits, self.keys_per_split, self.pack_gqa = splits, keys_per_split, pack
         self.forward_config = (block_m, block_n, warps, stages)
         meta = dict(HEAD_DIM=self.head_dim, BLOCK_D=self.block_d, NEG_SCALE=self.scale < 0,
@@ -1004,7 +1004,7 @@ class AttentionPlan:
                     VARLEN=self.varlen, PACK_GQA=pack, SPLIT=splits > 1,
                     BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages)
         self.forward_launch = KernelLauncher(flash_attention_forward_kernel,
-                                             (-(-rows // block_m), row_programs, splits), meta)
+                                             (triton.cdiv(rows, block_m), row_programs, splits), meta)
         # every argument after o's strides, as the kernel takes them
         scalars = (self.heads, self.group, self.n_q, self.n_k, self.qk_scale, self.window_left,
                    self.window_right, self.lower_right, keys_per_split)
@@ -1023,14 +1023,14 @@ class AttentionPlan:
             self.merge_tail = (*part, o_part.stride(0), *part_lse, lse_part.stride(0))
             merge_meta = dict(HEAD_DIM=self.head_dim, BLOCK_D=self.block_d,
                               BLOCK_M=16 if shared.INTERPRETER else 32, num_warps=4)
-            merge_grid = (-(-self.lse_shape[-1] // merge_meta["BLOCK_M"]),
+            merge_grid = (triton.cdiv(self.lse_shape[-1], merge_meta["BLOCK_M"]),
                           self.heads if self.varlen else self.batch * self.heads, 1)
             self.merge_launch = KernelLauncher(merge_splits_kernel, merge_grid, merge_meta)
 
     def forward(self, q, k, v, out=None, cu_seqlens_q=None, cu_seqlens_k=None):
         """(o, lse) for these inputs (whose layout this plan was made for)."""
         if out is None:
-            o = torch.empty_strided(self.o_shape, self.o_alloc_strides, dtype=self.dtype, device=self.device)
+            o = torch.empty_strided(self.o_shape, self.alloc_strides[0], dtype=self.dtype, device=self.device)
             o_strides, variant = self.o_strides, not ((q.data_ptr() | k.data_ptr() | v.data_ptr()) & 15)
         else:
             o = out
@@ -1061,11 +1061,12 @@ class AttentionPlan:
         common = dict(HEAD_DIM=self.head_dim, BLOCK_D=self.block_d, DOT_DTYPE=self.dot_dtype,
                       DOT_PRECISION=self.precision, VARLEN=self.varlen)
         n_q, n_k = max(self.n_q, 1), max(self.n_k, 1)
-        dkdv_grid = (-(-n_k // block_n1), self.batch * self.kv_heads, 1)
+        dkdv_grid = (triton.cdiv(n_k, block_n1), self.batch * self.kv_heads, 1)
+        dq_grid = (triton.cdiv(n_q, block_m2), self.batch * self.heads, 1)
         rule = (self.heads, self.group, self.n_q, self.n_k)
         mask = (self.window_left, self.window_right, self.lower_right)
         return {
-            "dq": KernelLauncher(_bwd_dq_kernel, (-(-n_q // block_m2), self.batch * self.heads, 1), dict(
+            "dq": KernelLauncher(_bwd_dq_kernel, dq_grid, dict(
                 common, BLOCK_M=block_m2, BLOCK_N=block_n2, num_warps=warps2, num_stages=stages2)),
             "dq_tail": (*self.q_strides, *self.k_strides, *self.v_strides, *self.dq_strides, *self.lse_strides,
                         *rule, self.qk_scale, self.scale, *mask),
@@ -1077,7 +1078,7 @@ class AttentionPlan:
                 num_stages=stages1)),
             "dkdv_tail": (*self.q_strides, *self.k_strides, *self.v_strides, *self.dk_strides, *self.dv_strides,
                           *self.lse_strides, *rule, self.scale, self.qk_scale, *mask),
-            "delta": KernelLauncher(_bwd_preprocess_kernel, (-(-n_q // 64), self.batch * self.heads, 1),
+            "delta": KernelLauncher(_bwd_preprocess_kernel, (triton.cdiv(n_q, 64), *dq_grid[1:]),
                                     dict(HEAD_DIM=self.head_dim, BLOCK_D=self.block_d, BLOCK_M=64)),
         }
 
@@ -1092,13 +1093,8 @@ class AttentionPlan:
         return self._run_backward(self._backward, do, q, k, v, o, lse, cu_seqlens_q, cu_seqlens_k, dq_atomic)
 
     def _run_backward(self, launch, do, q, k, v, o, lse, cu_q, cu_k, dq_atomic):
-        q_shape, k_shape, v_shape = self.shapes
-        dq = torch.empty_strided(q_shape, self.dq_strides if not self.varlen else _unpacked(self.dq_strides),
-                                 dtype=self.dtype, device=self.device)
-        dk = torch.empty_strided(k_shape, self.dk_strides if not self.varlen else _unpacked(self.dk_strides),
-                                 dtype=self.dtype, device=self.device)
-        dv = torch.empty_strided(v_shape, self.dv_strides if not self.varlen else _unpacked(self.dv_strides),
-                                 dtype=self.dtype, device=self.device)
+        dq, dk, dv = (torch.empty_strided(shape, strides, dtype=self.dtype, device=self.device)
+                      for shape, strides in zip(self.shapes, self.alloc_strides))
         if self.empty or self.no_keys:  # no key seen: no gradient anywhere
             return dq.zero_(), dk.zero_(), dv.zero_()
         do_strides, o_strides = do.stride(), o.stride()
@@ -1147,11 +1143,6 @@ def _like_strides(t):
 def _packed(strides):
     """A packed (tokens, heads, D) tensor's strides in the kernels' (batch, head, position, dim) order."""
     return (0, strides[1], strides[0], strides[2])
-
-
-def _unpacked(strides):
-    """The inverse of _packed: back to (tokens, heads, D) order."""
-    return (strides[2], strides[1], strides[3])
 
 
 _PLANS = {}  # (shapes, strides, dtypes, devices, flags) -> AttentionPlan
