@@ -3,6 +3,8 @@ the generated PTX/SASS without spending device time.
 
     TRITON_INTERPRET=0 python benchmarks/compile_offline.py                 # every kernel, sm_90
     TRITON_INTERPRET=0 python benchmarks/compile_offline.py --dump out/     # + .ptx/.sass/.ttgir files
+    TRITON_INTERPRET=0 python benchmarks/compile_offline.py --hopper        # + the Hopper experiments'
+                                        # variants and candidate configs (benchmarks/hopper_experiments.py)
 
 Triton needs no GPU to compile: this script gives it a stand-in driver that names the
 target (compute capability 9.0, Hopper), records the launches the step-03 launcher would
@@ -92,11 +94,76 @@ def calls(fa):
     ]
 
 
+# Candidate configs of step 03's backward, compiled one kernel at a time (the other kernel at its
+# default): (BLOCK_M1, BLOCK_N1, warps1, stages1) of dK/dV, (BLOCK_M2, BLOCK_N2, warps2, stages2) of dQ.
+HOPPER_DKDV = {64: [(64, 128, 8, 3), (32, 128, 8, 3), (64, 64, 4, 3), (32, 64, 4, 3), (64, 128, 8, 2)],
+               128: [(64, 128, 8, 3), (64, 128, 8, 2), (32, 128, 8, 2), (32, 64, 4, 2), (64, 64, 8, 2),
+                     (32, 128, 4, 2), (16, 128, 8, 2)]}
+HOPPER_DQ = {64: [(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3)],
+             128: [(128, 64, 8, 3), (128, 64, 8, 2), (128, 32, 8, 2), (64, 32, 4, 2)]}
+# Step 03's forward at other tiles (BLOCK_M, BLOCK_N, warps, stages): 2 stages, 128-key tiles
+HOPPER_FWD = {64: [(128, 128, 8, 2)], 128: [(128, 128, 8, 2), (128, 64, 8, 2)]}
+# The TMA forward: (BLOCK_M, BLOCK_N, warps, stages) by head dim
+HOPPER_TMA_FWD = {64: [(128, 64, 8, 3), (128, 128, 8, 2), (64, 64, 4, 3)],
+                  128: [(128, 128, 8, 2), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3)]}
+# The one-launch backward: (BLOCK_M1, BLOCK_N1, BLOCK_M2, BLOCK_N2, warps, stages)
+HOPPER_FUSED = {64: [(32, 128, 128, 32, 4, 3), (64, 128, 128, 64, 8, 3), (32, 64, 64, 32, 4, 3)],
+                128: [(64, 128, 128, 64, 8, 3), (64, 128, 128, 64, 8, 2), (32, 128, 128, 32, 8, 2),
+                      (64, 64, 64, 64, 4, 2)]}
+
+
+def hopper_calls(fa):
+    """The variants and configs that benchmarks/hopper_experiments.py times, labelled "hopper ..."."""
+    tma = shared.load_step("03", "flash_attention_tma.py")
+
+    def qkv(n, d):
+        return shared.make_qkv(4, 32, n, d, dtype=torch.bfloat16, device="cpu")
+
+    def bwd(d, config):
+        def run():
+            q, k, v = qkv(4096, d)
+            o, lse = torch.empty_like(q), torch.zeros(q.shape[:3])
+            fa.flash_attention_backward(torch.randn_like(o), q, k, v, o, lse, causal=True, config=config)
+        return run
+
+    def fwd(d, config):
+        def run():
+            q, k, v = qkv(4096, d)
+            fa.flash_attention_forward(q, k, v, causal=True, config=config)
+        return run
+
+    def tma_fwd(d, config, ws):
+        def run():
+            q, k, v = qkv(4096, d)
+            tma.tma_attention_forward(q, k, v, True, config=config, warp_specialize=ws)
+        return run
+
+    def fused(d, config):
+        def run():
+            q, k, v = qkv(4096, d)
+            o, lse = torch.empty_like(q), torch.zeros(q.shape[:3])
+            tma.fused_attention_backward(torch.randn_like(o), q, k, v, o, lse, causal=True, config=config)
+        return run
+
+    out = []
+    for d in (64, 128):
+        base = fa.BWD_CONFIGS[d]
+        out += [(f"hopper dkdv D={d} {c}", bwd(d, c + base[4:])) for c in HOPPER_DKDV[d]]
+        out += [(f"hopper dq D={d} {c}", bwd(d, base[:4] + c)) for c in HOPPER_DQ[d]]
+        out += [(f"hopper fwd D={d} {c}", fwd(d, c)) for c in HOPPER_FWD[d]]
+        out += [(f"hopper tma ws={ws} D={d} {c}", tma_fwd(d, c, ws)) for c in HOPPER_TMA_FWD[d]
+                for ws in (False, True)]
+        out += [(f"hopper fused D={d} {c}", fused(d, c)) for c in HOPPER_FUSED[d]]
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90, help="compute capability x 10 (default 90: Hopper)")
     parser.add_argument("--dump", type=Path, help="write each kernel's .ttgir, .ptx and .sass here")
     parser.add_argument("--only", help="compile only the calls whose label contains this text")
+    parser.add_argument("--hopper", action="store_true",
+                        help="also the Hopper experiments' variants and configs (labels \"hopper ...\")")
     args = parser.parse_args(argv)
     triton.runtime.driver.set_active(OfflineDriver(args.arch))
     shared.validation.INTERPRETER = True  # the input checks accept CPU tensors for this script
@@ -108,9 +175,20 @@ def main(argv=None):
         compiled.append((launcher.kernel.__name__, launcher.meta, kernel))
 
     fa.KernelLauncher.__call__ = record
+    # Kernels launched directly (kernel[grid](...), the companion scripts do) are compiled, not run.
+    jit_run = triton.runtime.jit.JITFunction.run
+
+    def run_compile_only(self, *call_args, grid, warmup, **kwargs):
+        kernel = jit_run(self, *call_args, grid=grid, warmup=True, **kwargs)
+        if not warmup:
+            compiled.append((self.__name__, kwargs, kernel))
+        return kernel
+
+    triton.runtime.jit.JITFunction.run = run_compile_only
     bin_dir = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
     failures = 0
-    for label, run in calls(fa):
+    todo = calls(fa) + (hopper_calls(fa) if args.hopper or (args.only and "hopper" in args.only) else [])
+    for label, run in todo:
         if args.only and args.only not in label:
             continue
         start = len(compiled)
@@ -123,11 +201,17 @@ def main(argv=None):
         for name, meta, kernel in compiled[start:]:
             ptx = kernel.asm["ptx"]
             mma = "wgmma" if "wgmma.mma_async" in ptx else "mma.sync" if "mma.sync" in ptx else "no mma"
+            if "cp.async.bulk.tensor" in ptx:
+                mma += " tma"  # loads or stores by tensor descriptors
+            if "ttg.warp_specialize" in kernel.asm["ttgir"]:
+                mma += " warp-specialized"  # producer / consumer partitions
             usage = subprocess.run([str(bin_dir / "ptxas"), f"-arch=sm_{args.arch}a", "-v", "-o", os.devnull,
                                     "-"], input=ptx, capture_output=True, text=True).stderr
             regs = re.search(r"Used (\d+) registers", usage)
             spill = re.search(r"(\d+) bytes spill stores", usage)
-            blocks = {k: meta[k] for k in ("BLOCK_M", "BLOCK_N") if k in meta}
+            blocks = {k: meta[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_M1", "BLOCK_N1", "BLOCK_M2",
+                                           "BLOCK_N2")
+                      if k in meta}
             print(f"ok   {label:<24} {name:<32} {blocks} warps={meta.get('num_warps', 4)} "
                   f"stages={meta.get('num_stages', 3)} regs={regs.group(1) if regs else '?'} "
                   f"spills={spill.group(1) if spill else '?'}B smem={kernel.metadata.shared}B {mma}")

@@ -24,6 +24,7 @@ PY_SCRIPTS = [
     "02_vectorized_attention/vectorized_attention.py",
     "02_vectorized_attention/access_pattern.py",
     "03_advanced_optimizations/flash_attention.py",
+    "03_advanced_optimizations/flash_attention_tma.py",
     "03_advanced_optimizations/train_gpt.py",
     "03_advanced_optimizations/tune_forward.py",
     "03_advanced_optimizations/tune_backward.py",
@@ -34,6 +35,7 @@ PY_SCRIPTS = [
     "benchmarks/naive_oom.py",
     "benchmarks/step03_backward_grid.py",
     "benchmarks/sweep_step02.py",
+    "benchmarks/hopper_experiments.py",
 ]
 SH_SCRIPTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "benchmarks").glob("*.sh"))
 # Without a GPU these say so in one line and exit 0 (reproduce.sh: exit 1, it was asked for results).
@@ -43,6 +45,7 @@ GPU_ONLY = [
     "benchmarks/naive_oom.py",
     "benchmarks/step03_backward_grid.py",
     "benchmarks/sweep_step02.py",
+    "benchmarks/hopper_experiments.py",
 ]
 # The CPU commands the READMEs document, each in a mode that would write results on a GPU.
 CPU_RUNS = [  # from the repository root (.ci/run runs each step from its own folder)
