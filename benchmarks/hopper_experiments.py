@@ -86,17 +86,37 @@ def build_variants(step03, tma):
             return Fn.apply(q, k, v, causal)
         return fn
 
+    # Step 03 at another config: its plan and launchers made once per shape and config, as the
+    # default path keeps them (flash_attention_forward/backward(config=...) rebuild them on every
+    # call, a host cost that would show at the short-length point and not in the kernel).
+    plans = {}
+
+    def plan_key(q, k, v, causal):
+        return (q.shape, q.stride(), k.shape, k.stride(), v.stride(), q.dtype, q.device, causal)
+
     def fwd_config(config):
-        return lambda q, k, v, causal=False, scale=None: step03.flash_attention_forward(
-            q, k, v, causal=causal, config=config)[0]
+        def fn(q, k, v, causal=False, scale=None):
+            key = ("fwd", config, *plan_key(q, k, v, causal))
+            if key not in plans:
+                plans[key] = step03.AttentionPlan(q, k, v, causal, None, None, config=config)
+            return plans[key].forward(q, k, v)[0]
+        return fn
 
     def tma_fwd(config):
         return lambda q, k, v, causal=False, scale=None: tma.tma_attention(
             q, k, v, causal, config=config, warp_specialize=WS)
 
     def bwd_config(config, atomic=False):
-        return with_backward(lambda do, q, k, v, o, lse, causal: step03.flash_attention_backward(
-            do, q, k, v, o, lse, causal=causal, config=config, dq_atomic=atomic))
+        def backward(do, q, k, v, o, lse, causal):
+            if config is None:
+                return step03.flash_attention_backward(do, q, k, v, o, lse, causal=causal, dq_atomic=atomic)
+            key = ("bwd", config, *plan_key(q, k, v, causal))
+            if key not in plans:
+                plan = step03.attention_plan(q, k, v, causal, None, None)
+                plans[key] = (plan, plan._plan_backward(config))
+            plan, launch = plans[key]
+            return plan._run_backward(launch, do, q, k, v, o, lse, None, None, atomic)
+        return with_backward(backward)
 
     def fused(config):
         return with_backward(lambda do, q, k, v, o, lse, causal: tma.fused_attention_backward(
