@@ -193,6 +193,10 @@ def check_tma_inputs(q, k, v, causal, scale):
         raise ValueError("the TMA forward takes a positive scale")
     if q.numel() == 0 or k.shape[2] == 0:
         raise ValueError("empty inputs: use step 03's kernel")
+    if any(t.data_ptr() % 16 for t in (q, k, v)):
+        raise ValueError("a TMA descriptor needs 16-byte aligned base addresses")
+    if max(q.numel(), k.numel()) // q.shape[-1] >= 2**31:
+        raise ValueError("TMA coordinates are 32-bit: at most 2^31 rows of B*H*N")
 
 
 def tma_attention_forward(q, k, v, causal=False, scale=None, *, config=None, warp_specialize=False):
