@@ -36,6 +36,7 @@ Offline (no GPU: compile for sm_90 and read the PTX; Triton 3.6 on PYTHONPATH):
 Without a Hopper GPU, --check and --bench say so in one line and exit 0.
 """
 import argparse
+import itertools
 import math
 import os
 import sys
@@ -288,6 +289,11 @@ def forward_config(head_dim):
     return (128, 128, 2, 8)  # Q 32 KB + 2 x (32 + 32) KB
 
 
+# A second tile shape the benchmark times beside the default (column "gluon n64"): narrower
+# key tiles, half the S registers, one more ring slot. Which one wins is the GPU's to say.
+ALT_CONFIG = (128, 64, 3, 8)
+
+
 def gluon_unavailable_reason(device=None):
     """None when this kernel can run here, else why not (one line)."""
     if GLUON_IMPORT_ERROR is not None:
@@ -377,20 +383,26 @@ def check():
     """Every (N, D, causal, dtype) of the brief against the float64 reference; lse too."""
     print("Correctness of the Gluon forward against the float64 reference (B=2, H=3):")
     passed = True
-    for n in CHECK_LENGTHS:
-        for d in HEAD_DIMS:
-            for causal in (False, True):
-                for dtype in DTYPES:
-                    q, k, v = shared.make_qkv(2, 3, n, d, dtype=dtype)
-                    shared.test_utils._poison_allocator(torch.empty_like(q))  # unwritten output -> NaN
-                    o, lse = flash_attention_gluon_forward(q, k, v, causal=causal)
-                    ref, ref_lse = shared.reference_attention(q, k, v, causal=causal, return_lse=True)
-                    result = shared.compare_with_reference(o, ref, dtype)
-                    lse_err = (lse.double() - ref_lse).abs().max().item()
-                    ok = result.passed and lse_err < 1e-2 and lse.shape == ref_lse.shape
-                    passed &= ok
-                    print(f"  N={n:<5} D={d:<4} causal={causal!s:<5} {str(dtype)[6:]:<8} "
-                          f"{'PASS' if ok else 'FAIL'} lse err {lse_err:.1e}  out: {result}")
+    # The benchmark times both tile shapes, so both are checked.
+    cases = itertools.product((None, ALT_CONFIG), CHECK_LENGTHS, HEAD_DIMS, (False, True), DTYPES)
+    for config, n, d, causal, dtype in cases:
+        label = (f"{'default' if config is None else f'{config[0]}x{config[1]}':<8} N={n:<5} D={d:<4} "
+                 f"causal={causal!s:<5} {str(dtype)[6:]:<8}")
+        q, k, v = shared.make_qkv(2, 3, n, d, dtype=dtype)
+        shared.test_utils._poison_allocator(torch.empty_like(q))  # unwritten output -> NaN
+        try:  # one failure must not hide the other cases' results
+            o, lse = flash_attention_gluon_forward(q, k, v, causal=causal, config=config)
+            torch.cuda.synchronize()
+        except Exception as exc:  # noqa: BLE001
+            passed = False
+            print(f"  {label} FAIL {type(exc).__name__}: {str(exc)[:1500]}")
+            continue
+        ref, ref_lse = shared.reference_attention(q, k, v, causal=causal, return_lse=True)
+        result = shared.compare_with_reference(o, ref, dtype)
+        lse_err = (lse.double() - ref_lse).abs().max().item()
+        ok = result.passed and lse_err < 1e-2 and lse.shape == ref_lse.shape
+        passed &= ok
+        print(f"  {label} {'PASS' if ok else 'FAIL'} lse err {lse_err:.1e}  out: {result}")
     # Inputs the kernel must refuse, loudly.
     q, k, v = shared.make_qkv(1, 2, 64, 96, dtype=torch.float16)
     refusals = [("D=96", (q, k, v)), ("float32", tuple(t.float() for t in shared.make_qkv(1, 2, 64, 64))),
@@ -413,12 +425,14 @@ def benchmark(out_dir, lengths=(4096, 16384), head_dims=HEAD_DIMS, dtypes=DTYPES
     tl_forward = shared.load_step("03").flash_attention_forward
     cudnn = shared.sdpa_backend("cudnn")
     impls = {"gluon": lambda q, k, v, c: flash_attention_gluon_forward(q, k, v, causal=c),
+             "gluon n64": lambda q, k, v, c: flash_attention_gluon_forward(q, k, v, causal=c,
+                                                                         config=ALT_CONFIG),
              "03 tl": lambda q, k, v, c: tl_forward(q, k, v, causal=c),
              "sdpa cudnn": lambda q, k, v, c: cudnn(q, k, v, causal=c)}
     rows = []
     print(f"\nForward, B=4 H=32, TFLOP/s (do_bench median); ratios to cuDNN. {shared.env_line()}")
     print(f"  {'dtype':<9}{'D':>4}{'N':>7} {'causal':<7}" + "".join(f"{name:>12}" for name in impls)
-          + f"{'gluon/cudnn':>13}{'tl/cudnn':>10}")
+          + f"{'gluon/cudnn':>13}{'n64/cudnn':>11}{'tl/cudnn':>10}")
     for dtype in dtypes:
         for d in head_dims:
             for n in lengths:
@@ -438,10 +452,10 @@ def benchmark(out_dir, lengths=(4096, 16384), head_dims=HEAD_DIMS, dtypes=DTYPES
                                          ms=None if tflops[name] is None else flops / tflops[name] * 1e-9))
                     ratio = {name: (tflops[name] / tflops["sdpa cudnn"]
                                     if tflops[name] and tflops["sdpa cudnn"] else float("nan"))
-                             for name in ("gluon", "03 tl")}
+                             for name in ("gluon", "gluon n64", "03 tl")}
                     print(f"  {str(dtype)[6:]:<9}{d:>4}{n:>7} {causal!s:<7}"
                           + "".join(f"{tflops[name] or float('nan'):>12.1f}" for name in impls)
-                          + f"{ratio['gluon']:>13.2f}{ratio['03 tl']:>10.2f}")
+                          + f"{ratio['gluon']:>13.2f}{ratio['gluon n64']:>11.2f}{ratio['03 tl']:>10.2f}")
                     del q, k, v
     path = shared.save_results(out_dir / "forward_gluon.json", rows, step="03_advanced_optimizations",
                                command=" ".join(["python flash_attention_gluon.py", *sys.argv[1:]]))
@@ -482,13 +496,13 @@ def compile_only(dump=None, only=None):
     print(f"Triton {triton.__version__}, target sm_90a (compiled, never run)")
     for d in HEAD_DIMS:
         for dtype in DTYPES:
-            for causal in (False, True):
+            for causal, config in ((False, None), (True, None), (False, ALT_CONFIG), (True, ALT_CONFIG)):
                 q, k, v = (torch.empty(2, 3, 1025, d, dtype=dtype) for _ in range(3))
                 label = f"D={d} {str(dtype)[6:]:<8} causal={causal!s:<5}"
                 if only and only not in " ".join(label.split()):
                     continue
                 try:
-                    kernel, grid, args, meta, _ = make_launch(q, k, v, causal)
+                    kernel, grid, args, meta, _ = make_launch(q, k, v, causal, config=config)
                     compiled = kernel.warmup(*args, grid=grid, **meta)
                 except Exception as exc:  # noqa: BLE001  (report every failure)
                     failures += 1
@@ -522,8 +536,8 @@ def compile_only(dump=None, only=None):
 # ----------------------------------------------------------------------------- main
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="only the correctness check")
-    parser.add_argument("--bench", action="store_true", help="only the benchmark (after a short check)")
+    parser.add_argument("--check", action="store_true", help="the correctness check (alone, unless --bench)")
+    parser.add_argument("--bench", action="store_true", help="the benchmark (always after the check)")
     parser.add_argument("--lengths", type=int, nargs="+", default=[4096, 16384],
                         help="sequence lengths to time")
     parser.add_argument("--out-dir", type=Path, default=None,
@@ -543,8 +557,8 @@ def main(argv=None):
         return 0
     print(shared.describe_runtime())
     start = time.time()
-    do_check, do_bench = (args.check or not args.bench), (args.bench or not args.check)
-    if do_check and not check():
+    do_bench = args.bench or not args.check  # the check runs every time, before any timing
+    if not check():
         print("FAILED: the Gluon kernel does not match the reference; not benchmarking.")
         return 1
     if do_bench:
