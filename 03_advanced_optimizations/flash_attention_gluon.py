@@ -13,8 +13,10 @@ language, shipped with Triton 3.6), so that each of those decisions is in the so
   * P goes from the softmax to the second product in registers (a dot-operand layout), never
     through shared memory.
 It is forward only, Hopper (sm_90) only, fp16/bf16, head dim 64 or 128, Nq == Nk, causal
-(top-left) or not, any N. The `tl` kernel stays the teaching kernel and the fallback for
-everything else; nothing here falls back to it silently.
+(top-left) or not, any N. A second kernel (`--kernel ws`, experimental) splits the work as
+FlashAttention-3 does: a producer warp for the TMA loads, two consumer warpgroups. The `tl`
+kernel stays the teaching kernel and the fallback for everything else; nothing here falls
+back to it silently.
 
 You will learn:
   * Gluon's explicit layouts: the wgmma accumulator layout (NVMMADistributedLayout v3), the
@@ -31,6 +33,7 @@ Run it (Hopper GPU; torch with CUDA, Triton 3.6):
     python flash_attention_gluon.py --check           # float64 reference, every case; exit 1 on a failure
     python flash_attention_gluon.py --bench           # TFLOP/s beside step 03's tl kernel and cuDNN
     python flash_attention_gluon.py                   # both
+    timeout 300 python flash_attention_gluon.py --kernel ws --check   # the warp-specialized kernel
 Offline (no GPU: compile for sm_90 and read the PTX; Triton 3.6 on PYTHONPATH):
     TRITON_INTERPRET=0 PYTHONPATH=/path/to/triton36 python flash_attention_gluon.py --compile-only
 Without a Hopper GPU, --check and --bench say so in one line and exit 0.
@@ -262,22 +265,172 @@ def flash_attention_gluon_kernel(
         mbarrier.invalidate(v_bars.index(i))
 
     # ---- epilogue: O / l, the natural-log lse, masked stores ------------------------------------
-    # Rows past N are computed (their TMA rows belong to the next head, or are zero-filled)
-    # but never stored: a TMA store of this tile would overwrite the next head's rows.
-    l_o = gl.convert_layout(l_i, o_rows)
-    o = o / gl.expand_dims(l_o, 1)
+    store_rows(o, m_i, l_i, o_ptr, lse_ptr, row0, off_m, seqlen, BLOCK_M, HEAD_DIM, num_warps)
+
+
+@gluon.jit
+def store_rows(o, m_i, l_i, o_ptr, lse_ptr, row0, off_m, seqlen,
+               BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, num_warps: gl.constexpr):
+    """O / l and the natural-log lse of rows off_m.. of this head; rows past N are not stored.
+
+    Rows past N were computed (their TMA rows belong to the next head, or were zero-filled)
+    but must not be written: a TMA store of the whole tile would overwrite the next head's rows.
+    """
+    o = o / gl.expand_dims(gl.convert_layout(l_i, gl.SliceLayout(1, o.type.layout)), 1)
     lse = (m_i + gl.log2(l_i)) * LN2  # log2 domain -> natural log
-    lse_rows = off_m + gl.arange(0, BLOCK_M, layout=s_rows)
+    lse_rows = off_m + gl.arange(0, BLOCK_M, layout=m_i.type.layout)
     gl.store(lse_ptr + row0 + lse_rows, lse, mask=lse_rows < seqlen)
     # A coalesced layout for the store: 8 contiguous 16-bit values (16 bytes) per thread.
     TPW_D: gl.constexpr = HEAD_DIM // 8
     out_layout: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, 8], threads_per_warp=[32 // TPW_D, TPW_D],
                                                 warps_per_cta=[num_warps, 1], order=[1, 0])
-    o_out = gl.convert_layout(o.to(dtype), out_layout)
+    o_out = gl.convert_layout(o.to(o_ptr.dtype.element_ty), out_layout)
     rows = off_m + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, out_layout))
     cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, out_layout))
     offs = gl.expand_dims((row0 + rows).to(gl.int64) * HEAD_DIM, 1) + gl.expand_dims(cols, 0)
     gl.store(o_ptr + offs, o_out, mask=gl.expand_dims(rows < seqlen, 1))
+
+
+# ----------------------------------------------------------------------------- kernel, warp-specialized
+# FlashAttention-3's division of labour, in three partitions of one program (128 query rows):
+#
+#     producer   (1 warp):        Q once; then for each key tile t: wait until ring slot t % STAGES
+#                                 is empty, TMA K_t and V_t into it (ready barriers count the bytes)
+#     consumer 0 (4 warps = 1 WG): rows   0..63 : the loop above, on ready/empty barriers
+#     consumer 1 (4 warps = 1 WG): rows  64..127: the same, on the same K/V slots
+#
+# A slot is "empty" again when both consumers have retired the product that read it: its empty
+# barrier is initialised with count 2 and each consumer arrives once per use. The producer is
+# one warp because issuing a TMA copy is one instruction; it needs few registers (setmaxnreg
+# gives the consumers the rest). The two warpgroups run independently, so while one is in
+# its softmax the other's products can keep the tensor cores busy; FA3 also forces them to
+# alternate (ping-pong, with named barriers), which this kernel leaves to the warp scheduler.
+
+
+@gluon.jit
+def ws_producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_empty, v_empty,
+                row0, off_m, n_tiles, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+    mbarrier.expect(q_bar, q_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(q_desc, [row0 + off_m, 0], q_bar, q_smem)
+    for t in range(0, n_tiles):
+        slot = t % STAGES
+        # Use u = t // STAGES of this slot needs use u-1 released: the empty barrier's (u-1)-th
+        # completion, parity (u - 1) & 1. The first STAGES tiles find their slots empty.
+        reuse = t >= STAGES
+        phase = ((t // STAGES) + 1) & 1
+        mbarrier.wait(k_empty.index(slot), phase, pred=reuse)
+        load_kv_tile(k_desc, row0 + t * BLOCK_N, k_ready, k_smem, slot, True)
+        mbarrier.wait(v_empty.index(slot), phase, pred=reuse)
+        load_kv_tile(v_desc, row0 + t * BLOCK_N, v_ready, v_smem, slot, True)
+
+
+@gluon.jit
+def ws_consumer(q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_empty, v_empty, o_ptr, lse_ptr,
+                row0, off_m, seqlen, qk_scale, n_tiles,
+                WG: gl.constexpr,  # which warpgroup: rows off_m + 64 * WG ..
+                CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr):
+    ROWS: gl.constexpr = 64  # one warpgroup's rows: 4 warps x 16
+    dtype: gl.constexpr = q_smem.dtype
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, BLOCK_N, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, HEAD_DIM, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    s_rows: gl.constexpr = gl.SliceLayout(1, s_layout)
+    o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
+
+    my_m = off_m + WG * ROWS
+    q_mine = q_smem.slice(WG * ROWS, ROWS)  # this warpgroup's 64 rows of the Q tile
+    # Both consumers walk the program's n_tiles tiles (each slot needs both releases); with
+    # a causal mask consumer 0 may meet one tile it sees none of: masked, p = 0, no harm.
+    if CAUSAL:
+        mask_from = gl.minimum(seqlen, my_m + 1)
+    else:
+        mask_from = seqlen
+
+    m_i = gl.full([ROWS], float("-inf"), gl.float32, layout=s_rows)
+    l_i = gl.full([ROWS], 0.0, gl.float32, layout=s_rows)
+    s_zero = gl.zeros([ROWS, BLOCK_N], gl.float32, layout=s_layout)
+    acc = warpgroup_mma_init(gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=o_layout))
+
+    mbarrier.wait(q_bar, 0)
+    mbarrier.wait(k_ready.index(0), 0)
+    s_tok = warpgroup_mma(q_mine, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+    s = warpgroup_mma_wait(0, deps=(s_tok, ))
+    mbarrier.arrive(k_empty.index(0), count=1)  # K_0 read: this consumer's half of the release
+
+    for j in range(0, n_tiles - 1):
+        nxt = (j + 1) % STAGES
+        mbarrier.wait(k_ready.index(nxt), ((j + 1) // STAGES) & 1)
+        s_tok = warpgroup_mma(q_mine, k_smem.index(nxt).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        p, alpha, m_i, l_i = online_softmax(s, m_i, l_i, j * BLOCK_N, mask_from, seqlen, my_m, qk_scale,
+                                            CAUSAL, ROWS, BLOCK_N, s_layout)
+        s, o = warpgroup_mma_wait(0, deps=(s_tok, acc))
+        # Both products retired: release K_{j+1}'s slot and V_{j-1}'s (none when j = 0).
+        mbarrier.arrive(k_empty.index(nxt), count=1)
+        mbarrier.arrive(v_empty.index((j + STAGES - 1) % STAGES), count=1, pred=j >= 1)
+        o = o * gl.expand_dims(gl.convert_layout(alpha, o_rows), 1)
+        cur = j % STAGES
+        mbarrier.wait(v_ready.index(cur), (j // STAGES) & 1)
+        acc = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_smem.index(cur), o, is_async=True)
+
+    j_last = n_tiles - 1
+    p, alpha, m_i, l_i = online_softmax(s, m_i, l_i, j_last * BLOCK_N, mask_from, seqlen, my_m, qk_scale,
+                                        CAUSAL, ROWS, BLOCK_N, s_layout)
+    o = warpgroup_mma_wait(0, deps=(acc, ))
+    o = o * gl.expand_dims(gl.convert_layout(alpha, o_rows), 1)
+    cur = j_last % STAGES
+    mbarrier.wait(v_ready.index(cur), (j_last // STAGES) & 1)
+    acc = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_smem.index(cur), o, is_async=True)
+    o = warpgroup_mma_wait(0, deps=(acc, ))
+    # (The last slots need no release: the producer has issued every tile by now.)
+    store_rows(o, m_i, l_i, o_ptr, lse_ptr, row0, my_m, seqlen, ROWS, HEAD_DIM, 4)
+
+
+@gluon.jit
+def flash_attention_gluon_ws_kernel(
+    q_desc, k_desc, v_desc, o_ptr, lse_ptr, seqlen, qk_scale,  # as flash_attention_gluon_kernel
+    CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+    STAGES: gl.constexpr,
+    num_warps: gl.constexpr,  # 4: the default partition is consumer 0; the others are added warps
+):
+    gl.static_assert(BLOCK_M == 128, "two consumer warpgroups of 64 rows")
+    dtype: gl.constexpr = q_desc.dtype
+    if CAUSAL:
+        pid_m = gl.num_programs(0) - 1 - gl.program_id(0)
+    else:
+        pid_m = gl.program_id(0)
+    off_m = pid_m * BLOCK_M
+    row0 = gl.program_id(1) * seqlen
+    if CAUSAL:
+        n_tiles = gl.cdiv(gl.minimum(seqlen, off_m + BLOCK_M), BLOCK_N)
+    else:
+        n_tiles = gl.cdiv(seqlen, BLOCK_N)
+
+    q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, HEAD_DIM], q_desc.layout)
+    k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
+    v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], v_desc.layout)
+    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_bar, count=1)
+    for i in gl.static_range(STAGES):
+        mbarrier.init(k_ready.index(i), count=1)  # the producer's expect(); TMA's bytes finish it
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(k_empty.index(i), count=2)  # one arrive from each consumer
+        mbarrier.init(v_empty.index(i), count=2)
+
+    # Each partition gets its arguments as a tuple; constexprs travel as such (WG: 0 or 1).
+    gl.warp_specialize([
+        (ws_consumer, (q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_empty, v_empty, o_ptr, lse_ptr,
+                       row0, off_m, seqlen, qk_scale, n_tiles, 0, CAUSAL, BLOCK_N, HEAD_DIM, STAGES)),
+        (ws_consumer, (q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_empty, v_empty, o_ptr, lse_ptr,
+                       row0, off_m, seqlen, qk_scale, n_tiles, 1, CAUSAL, BLOCK_N, HEAD_DIM, STAGES)),
+        (ws_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar, k_ready, v_ready, k_empty,
+                       v_empty, row0, off_m, n_tiles, BLOCK_N, STAGES)),
+    ], [4, 1], [WS_CONSUMER_REGS, WS_PRODUCER_REGS])
 
 
 # ----------------------------------------------------------------------------- launcher
@@ -292,6 +445,10 @@ def forward_config(head_dim):
 # A second tile shape the benchmark times beside the default (column "gluon n64"): narrower
 # key tiles, half the S registers, one more ring slot. Which one wins is the GPU's to say.
 ALT_CONFIG = (128, 64, 3, 8)
+# The warp-specialized kernel: registers per thread asked for the added partitions (setmaxnreg):
+# consumer 1 gets what consumer 0 (the default partition) has, the TMA warp little.
+WS_CONSUMER_REGS = tl.constexpr(232)
+WS_PRODUCER_REGS = tl.constexpr(40)
 
 
 def gluon_unavailable_reason(device=None):
@@ -328,10 +485,21 @@ def check_inputs(q, k, v, causal, scale):
         raise ValueError(f"q, k, v must be on one CUDA device, got {q.device}, {k.device}, {v.device}")
 
 
-def make_launch(q, k, v, causal=False, scale=None, config=None):
+def ws_config(head_dim):
+    """The warp-specialized kernel's (BLOCK_M, BLOCK_N, STAGES, num_warps): num_warps = 4 is the
+    default partition (consumer 0); consumer 1 (4 warps) and the producer (1 warp) come on top."""
+    return (128, 64, 3, 4) if head_dim == 64 else (128, 64, 3, 4)
+
+
+KERNELS = ("pipelined", "ws")  # flash_attention_gluon_kernel, flash_attention_gluon_ws_kernel
+
+
+def make_launch(q, k, v, causal=False, scale=None, config=None, kernel="pipelined"):
     """(kernel, grid, args, meta) for these inputs, without launching (the offline compile uses it)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     batch, heads, n, d = q.shape
-    block_m, block_n, stages, warps = config or forward_config(d)
+    block_m, block_n, stages, warps = config or (forward_config(d) if kernel == "pipelined" else ws_config(d))
     gdt = gl.float16 if q.dtype == torch.float16 else gl.bfloat16
     q2, k2, v2 = (t.contiguous().view(batch * heads * n, d) for t in (q, k, v))  # no copy if contiguous
     q_layout = gl.NVMMASharedLayout.get_default_for([block_m, d], gdt)
@@ -346,16 +514,19 @@ def make_launch(q, k, v, causal=False, scale=None, config=None):
     args = (q_desc, k_desc, v_desc, o, lse, n, qk_scale)
     meta = dict(CAUSAL=bool(causal), BLOCK_M=block_m, BLOCK_N=block_n, HEAD_DIM=d, STAGES=stages,
                 num_warps=warps)
-    return flash_attention_gluon_kernel, grid, args, meta, (o, lse)
+    jit_fn = flash_attention_gluon_kernel if kernel == "pipelined" else flash_attention_gluon_ws_kernel
+    return jit_fn, grid, args, meta, (o, lse)
 
 
-def flash_attention_gluon_forward(q, k, v, causal=False, scale=None, *, config=None):
+def flash_attention_gluon_forward(q, k, v, causal=False, scale=None, *, config=None, kernel="pipelined"):
     """(o, lse) like step 03's ``flash_attention_forward``, from the Gluon kernel.
 
     q, k, v: (B, H, N, D), one shape (Nq == Nk, no GQA), fp16 or bf16, D in {64, 128}, on a
     Hopper GPU. ``causal=True`` is top-left (SDPA's ``is_causal``). ``o``: (B, H, N, D)
     contiguous, q's dtype; ``lse``: float32 (B, H, N), natural log of sum_j exp(scale q_i.k_j).
     Non-contiguous inputs are copied once (the TMA descriptors want (B*H*N, D) rows).
+    ``kernel``: "pipelined" (flash_attention_gluon_kernel, the default) or "ws" (the
+    warp-specialized flash_attention_gluon_ws_kernel).
     """
     check_inputs(q, k, v, causal, scale)
     reason = gluon_unavailable_reason(q.device)
@@ -365,8 +536,8 @@ def flash_attention_gluon_forward(q, k, v, causal=False, scale=None, *, config=N
         b, h, n, d = q.shape
         lse = torch.full((b, h, n), float("-inf"), dtype=torch.float32, device=q.device)
         return torch.zeros_like(q), lse
-    kernel, grid, args, meta, out = make_launch(q, k, v, causal, scale, config)
-    kernel[grid](*args, **meta)
+    jit_fn, grid, args, meta, out = make_launch(q, k, v, causal, scale, config, kernel)
+    jit_fn[grid](*args, **meta)
     return out
 
 
@@ -379,19 +550,20 @@ def flash_attention_gluon(q, k, v, causal=False, scale=None):
 CHECK_LENGTHS = (1, 97, 1025, 4096)
 
 
-def check():
+def check(kernel="pipelined"):
     """Every (N, D, causal, dtype) of the brief against the float64 reference; lse too."""
-    print("Correctness of the Gluon forward against the float64 reference (B=2, H=3):")
+    print(f"Correctness of the Gluon forward ({kernel}) against the float64 reference (B=2, H=3):")
     passed = True
-    # The benchmark times both tile shapes, so both are checked.
-    cases = itertools.product((None, ALT_CONFIG), CHECK_LENGTHS, HEAD_DIMS, (False, True), DTYPES)
+    # The benchmark times both tile shapes of the pipelined kernel, so both are checked.
+    configs = (None, ALT_CONFIG) if kernel == "pipelined" else (None, )
+    cases = itertools.product(configs, CHECK_LENGTHS, HEAD_DIMS, (False, True), DTYPES)
     for config, n, d, causal, dtype in cases:
         label = (f"{'default' if config is None else f'{config[0]}x{config[1]}':<8} N={n:<5} D={d:<4} "
                  f"causal={causal!s:<5} {str(dtype)[6:]:<8}")
         q, k, v = shared.make_qkv(2, 3, n, d, dtype=dtype)
         shared.test_utils._poison_allocator(torch.empty_like(q))  # unwritten output -> NaN
         try:  # one failure must not hide the other cases' results
-            o, lse = flash_attention_gluon_forward(q, k, v, causal=causal, config=config)
+            o, lse = flash_attention_gluon_forward(q, k, v, causal=causal, config=config, kernel=kernel)
             torch.cuda.synchronize()
         except Exception as exc:  # noqa: BLE001
             passed = False
@@ -418,15 +590,20 @@ def check():
 
 
 # ----------------------------------------------------------------------------- benchmark
-def benchmark(out_dir, lengths=(4096, 16384), head_dims=HEAD_DIMS, dtypes=DTYPES, causals=(False, True)):
-    """Time Gluon, step 03's tl forward and cuDNN (SDPA) on (4, 32, N, D); print TFLOP/s and ratios."""
+def benchmark(out_dir, lengths=(4096, 16384), head_dims=HEAD_DIMS, dtypes=DTYPES, causals=(False, True),
+              kernel="pipelined"):
+    """Time Gluon, step 03's tl forward and cuDNN (SDPA) on (4, 32, N, D); print TFLOP/s and ratios.
+
+    Columns "gluon" and "gluon n64": the pipelined kernel's default and 128x64 tiles; with
+    ``kernel="ws"`` the warp-specialized kernel in both (its one tile shape)."""
     import triton.testing
 
     tl_forward = shared.load_step("03").flash_attention_forward
     cudnn = shared.sdpa_backend("cudnn")
-    impls = {"gluon": lambda q, k, v, c: flash_attention_gluon_forward(q, k, v, causal=c),
-             "gluon n64": lambda q, k, v, c: flash_attention_gluon_forward(q, k, v, causal=c,
-                                                                         config=ALT_CONFIG),
+    alt = ALT_CONFIG if kernel == "pipelined" else None
+    impls = {"gluon": lambda q, k, v, c: flash_attention_gluon_forward(q, k, v, causal=c, kernel=kernel),
+             "gluon n64": lambda q, k, v, c: flash_attention_gluon_forward(q, k, v, causal=c, config=alt,
+                                                                         kernel=kernel),
              "03 tl": lambda q, k, v, c: tl_forward(q, k, v, causal=c),
              "sdpa cudnn": lambda q, k, v, c: cudnn(q, k, v, causal=c)}
     rows = []
@@ -457,7 +634,8 @@ def benchmark(out_dir, lengths=(4096, 16384), head_dims=HEAD_DIMS, dtypes=DTYPES
                           + "".join(f"{tflops[name] or float('nan'):>12.1f}" for name in impls)
                           + f"{ratio['gluon']:>13.2f}{ratio['gluon n64']:>11.2f}{ratio['03 tl']:>10.2f}")
                     del q, k, v
-    path = shared.save_results(out_dir / "forward_gluon.json", rows, step="03_advanced_optimizations",
+    name = "forward_gluon.json" if kernel == "pipelined" else f"forward_gluon_{kernel}.json"
+    path = shared.save_results(out_dir / name, rows, step="03_advanced_optimizations", kernel=kernel,
                                command=" ".join(["python flash_attention_gluon.py", *sys.argv[1:]]))
     print(f"wrote {path}")
     return rows
@@ -496,13 +674,17 @@ def compile_only(dump=None, only=None):
     print(f"Triton {triton.__version__}, target sm_90a (compiled, never run)")
     for d in HEAD_DIMS:
         for dtype in DTYPES:
-            for causal, config in ((False, None), (True, None), (False, ALT_CONFIG), (True, ALT_CONFIG)):
+            variants = [("pipelined", causal, config) for config in (None, ALT_CONFIG)
+                        for causal in (False, True)]
+            variants += [("ws", False, None), ("ws", True, None)]
+            for kernel_name, causal, config in variants:
                 q, k, v = (torch.empty(2, 3, 1025, d, dtype=dtype) for _ in range(3))
-                label = f"D={d} {str(dtype)[6:]:<8} causal={causal!s:<5}"
+                label = f"{kernel_name:<9} D={d} {str(dtype)[6:]:<8} causal={causal!s:<5}"
                 if only and only not in " ".join(label.split()):
                     continue
                 try:
-                    kernel, grid, args, meta, _ = make_launch(q, k, v, causal, config=config)
+                    kernel, grid, args, meta, _ = make_launch(q, k, v, causal, config=config,
+                                                              kernel=kernel_name)
                     compiled = kernel.warmup(*args, grid=grid, **meta)
                 except Exception as exc:  # noqa: BLE001  (report every failure)
                     failures += 1
@@ -527,7 +709,8 @@ def compile_only(dump=None, only=None):
                         print(f"     ptxas: {line.strip()}")
                 if dump:
                     dump.mkdir(parents=True, exist_ok=True)
-                    stem = dump / f"gluon_d{d}_{str(dtype)[6:]}_{'causal' if causal else 'full'}"
+                    mask = "causal" if causal else "full"
+                    stem = dump / f"gluon_{kernel_name}_d{d}_{str(dtype)[6:]}_{mask}_n{meta['BLOCK_N']}"
                     stem.with_suffix(".ttgir").write_text(compiled.asm["ttgir"])
                     stem.with_suffix(".ptx").write_text(ptx)
     return 1 if failures else 0
@@ -542,6 +725,9 @@ def main(argv=None):
                         help="sequence lengths to time")
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="where forward_gluon.json goes (default: scratch/03_advanced_optimizations/)")
+    parser.add_argument("--kernel", choices=KERNELS, default="pipelined",
+                        help="pipelined (default) or ws: the warp-specialized kernel (experimental: ptxas "
+                             "serializes its wgmmas; run it under `timeout`)")
     parser.add_argument("--compile-only", action="store_true",
                         help="no GPU: compile every variant for sm_90 (TRITON_INTERPRET=0, Triton 3.6)")
     parser.add_argument("--dump", type=Path, default=None,
@@ -558,28 +744,33 @@ def main(argv=None):
     print(shared.describe_runtime())
     start = time.time()
     do_bench = args.bench or not args.check  # the check runs every time, before any timing
-    if not check():
+    if not check(args.kernel):
         print("FAILED: the Gluon kernel does not match the reference; not benchmarking.")
         return 1
     if do_bench:
         # Results from this script are never the committed ones unless asked: scratch by default.
         out_dir = shared.output_dir(args.out_dir, HERE / "results", official=False,
                                     why="the Gluon kernel's runs")
-        benchmark(out_dir, tuple(args.lengths))
+        benchmark(out_dir, tuple(args.lengths), kernel=args.kernel)
     print(f"done in {time.time() - start:.0f} s")
     return 0
 
 
 # ----------------------------------------------------------------------------- takeaways
-# What this kernel has of FlashAttention-3: TMA loads into a ring with mbarriers, async wgmma
-# for both products, P in registers, and the intra-warpgroup overlap (the next Q K^T and the
-# previous P V in flight during each softmax). What it does not have: the finer wait(1)
-# schedule (ptxas serializes every wgmma of the kernel when it cannot prove which group a
-# wait(1) retires; `--compile-only` prints its C7514 warning if a change brings it back); a
-# producer warp (here the same warps issue the TMA loads, a few instructions per tile); the
-# two consumer warpgroups' ping-pong (one warpgroup's softmax while the other's products run,
-# ordered by named barriers); the register re-allocation between producer and consumers
-# (setmaxnreg); a persistent tile scheduler; FP8. Those are the next steps.
+# What the pipelined kernel has of FlashAttention-3: TMA loads into a ring with mbarriers,
+# async wgmma for both products, P in registers, and the intra-warpgroup overlap (the next
+# Q K^T and the previous P V in flight during each softmax). What it does not have: the finer
+# wait(1) schedule (ptxas serializes every wgmma of the kernel when it cannot prove which group
+# a wait(1) retires; `--compile-only` prints its C7514 warning if a change brings it back);
+# FA3's ping-pong of two consumer warpgroups (ordered by named barriers); a persistent tile
+# scheduler; FP8.
+#
+# The warp-specialized kernel (`--kernel ws`) adds the producer warp and two independent
+# consumer warpgroups with empty/ready barriers, as FA3 does, and it compiles - but with
+# Triton 3.6 and its ptxas every wgmma of it is serialized (warning C7512, "insufficient
+# register resources", whatever the setmaxnreg split): the register budget of a
+# warp-specialized function is where the compiler, not the algorithm, sets the limit. It is
+# kept runnable (STYLE lesson 13) and unproven: run it under `timeout`.
 
 if __name__ == "__main__":
     sys.exit(main())
