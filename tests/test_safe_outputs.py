@@ -24,6 +24,7 @@ PY_SCRIPTS = [
     "02_vectorized_attention/vectorized_attention.py",
     "02_vectorized_attention/access_pattern.py",
     "03_advanced_optimizations/flash_attention.py",
+    "03_advanced_optimizations/flash_attention_gluon.py",
     "03_advanced_optimizations/train_gpt.py",
     "03_advanced_optimizations/tune_forward.py",
     "03_advanced_optimizations/tune_backward.py",
@@ -38,6 +39,7 @@ PY_SCRIPTS = [
 SH_SCRIPTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "benchmarks").glob("*.sh"))
 # Without a GPU these say so in one line and exit 0 (reproduce.sh: exit 1, it was asked for results).
 GPU_ONLY = [
+    "03_advanced_optimizations/flash_attention_gluon.py",
     "03_advanced_optimizations/tune_forward.py",
     "03_advanced_optimizations/tune_backward.py",
     "benchmarks/naive_oom.py",
