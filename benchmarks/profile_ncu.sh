@@ -13,13 +13,14 @@
 #     --clock-control none (not ncu's default, base): the SM runs at the clocks it picks by itself, as
 #     in every benchmark of the series, so durations compare with the posts' timings; the price is a
 #     little run-to-run spread, and the clock ncu saw is in the summary (sm_clock_hz). Set
-#     NCU_CLOCK=base to lock the base clock instead (steadier metrics, longer kernels).
+#     NCU_CLOCK=base to lock the base clock instead (steadier metrics, longer kernels). If ncu refuses
+#     an option at once (a section or metric this GPU lacks), it tries again with fewer, twice at most.
 #  4. The report is exported twice as CSV (--page details and --page raw, --print-units base) and
 #     summarized: python benchmarks/profile_kernels.py --summarize DEST -> DEST/summary.json.
 # Files in DEST (7): kernels.json, metrics_query.txt, profile.ncu-rep, ncu_details.csv, ncu_raw.csv,
 # profile.log, summary.json. Commit all but profile.ncu-rep to 04_profiling/results/ncu/.
 set -uo pipefail
-if [[ ${1:-} == -h || ${1:-} == --help ]]; then sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
   echo "profile_ncu.sh runs on a GPU machine with Nsight Compute: no GPU here, nothing to do."; exit 0; fi
 if ! command -v ncu >/dev/null; then echo "profile_ncu.sh needs ncu (Nsight Compute) beside the GPU: not found."; exit 0; fi
@@ -75,16 +76,26 @@ metric_list=$(IFS=,; echo "${metrics[*]}")
 echo "sections: ${section_args[*]}" >> "$LOG"; echo "metrics: $metric_list" >> "$LOG"
 
 echo "== 3. ncu over the same launches (clock control: $CLOCK)" | tee -a "$LOG"
-run_ncu() {  # $@: extra ncu arguments
-  timeout 360 ncu --target-processes all --nvtx --nvtx-include "profile/" --replay-mode kernel \
-      --cache-control all --clock-control "$CLOCK" --import-source no "${section_args[@]}" "$@" \
+run_ncu() {  # $@: the sections and metrics to ask for
+  timeout 300 ncu --target-processes all --nvtx --nvtx-include "profile/" --replay-mode kernel \
+      --cache-control all --clock-control "$CLOCK" --import-source no "$@" \
       -f -o "$DEST/profile" "$PY" benchmarks/profile_kernels.py --under-ncu >> "$LOG" 2>&1
 }
-run_ncu ${metric_list:+--metrics "$metric_list"}; rc=$?
-if [[ $rc -ne 0 && -n $metric_list ]]; then
-  echo "ncu exit $rc with the metric list; again with the sections alone" | tee -a "$LOG"
-  run_ncu; rc=$?
-fi
+CORE=(--section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats
+      --section WarpStateStats)
+# An option ncu refuses (a section this GPU lacks, a metric name) fails within seconds: then fewer
+# options, twice at most. A failure after a long run is not retried (device time).
+attempts=("all" "core sections and metrics" "core sections")
+for attempt in "${attempts[@]}"; do
+  case $attempt in
+    all) args=("${section_args[@]}" ${metric_list:+--metrics "$metric_list"});;
+    core\ sections\ and\ metrics) args=("${CORE[@]}" ${metric_list:+--metrics "$metric_list"});;
+    *) args=("${CORE[@]}");;
+  esac
+  t0=$SECONDS; run_ncu "${args[@]}"; rc=$?
+  echo "ncu ($attempt): exit $rc after $((SECONDS - t0)) s" | tee -a "$LOG"
+  [[ $rc -eq 0 || $((SECONDS - t0)) -gt 90 ]] && break
+done
 if [[ $rc -ne 0 ]]; then tail -20 "$LOG"; echo "ncu failed (exit $rc), see $LOG"; exit 1; fi
 
 echo "== 4. CSV and summary" | tee -a "$LOG"
