@@ -23,6 +23,9 @@ set -uo pipefail
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
   echo "profile_ncu.sh runs on a GPU machine with Nsight Compute: no GPU here, nothing to do."; exit 0; fi
+for dir in /usr/local/cuda/bin /opt/nvidia/nsight-compute/*; do  # ncu is often installed off the PATH
+  command -v ncu >/dev/null || { [[ -x $dir/ncu ]] && PATH=$PATH:$dir; }
+done
 if ! command -v ncu >/dev/null; then echo "profile_ncu.sh needs ncu (Nsight Compute) beside the GPU: not found."; exit 0; fi
 cd "$(dirname "$0")/.."
 DEST=${1:-${OUT:-scratch/profile_ncu}}; mkdir -p "$DEST"
