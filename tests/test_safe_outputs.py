@@ -33,6 +33,7 @@ PY_SCRIPTS = [
     "make_tables.py",
     "benchmarks/merge_results.py",
     "benchmarks/naive_oom.py",
+    "benchmarks/profile_kernels.py",
     "benchmarks/step03_backward_grid.py",
     "benchmarks/sweep_step02.py",
 ]
@@ -43,6 +44,7 @@ GPU_ONLY = [
     "03_advanced_optimizations/tune_forward.py",
     "03_advanced_optimizations/tune_backward.py",
     "benchmarks/naive_oom.py",
+    "benchmarks/profile_kernels.py",
     "benchmarks/step03_backward_grid.py",
     "benchmarks/sweep_step02.py",
 ]
