@@ -18,7 +18,7 @@
 #  4. The report is exported twice as CSV (--page details and --page raw, --print-units base) and
 #     summarized: python benchmarks/profile_kernels.py --summarize DEST -> DEST/summary.json.
 # Files in DEST (7): kernels.json, metrics_query.txt, profile.ncu-rep, ncu_details.csv, ncu_raw.csv,
-# profile.log, summary.json. Commit all but profile.ncu-rep to 04_profiling/results/ncu/.
+# profile.log, summary.json. Commit all but profile.ncu-rep and metrics_query.txt (1 MB) to 04_profiling/results/ncu/.
 set -uo pipefail
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
