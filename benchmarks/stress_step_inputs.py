@@ -11,8 +11,9 @@ float64 reference under the series' error rule (shared.compare_with_reference).
 Failures are counted by kind: an exception, NaN/Inf where the reference is finite,
 or an output out of tolerance; the first few are kept with everything needed to
 rebuild them (shared.make_qkv arguments and the call's keyword arguments).
-torch.cuda.memory_allocated is read after a warm-up and after every call once its
-tensors are freed: it must stay flat. The summary goes to --out (JSON, one row per
+torch.cuda.memory_allocated is read after every call past a warm-up once its tensors
+are freed: it must stay flat. Warm-up calls are checked and counted like the others
+(in device calls 9 and 10 they were run but neither checked nor counted). The summary goes to --out (JSON, one row per
 step, stamped with the GPU and versions); the exit status is 1 if anything failed.
 
 Compiling dominates at first: each new head dim, dtype, mask kind and stride pattern compiles
@@ -130,8 +131,6 @@ def stress(target, calls, warmup, max_len, rng, deadline):
             break
         qkv, kwargs = draw_case(rng, target, max_len, dtypes, layouts)
         finding = run_one(fn, target, qkv, kwargs)
-        if i < warmup:  # compiles each kernel variant; the allocator settles
-            continue
         done += 1
         if finding:
             counts[finding[0]] += 1
@@ -139,7 +138,8 @@ def stress(target, calls, warmup, max_len, rng, deadline):
                 make_qkv_args = {**qkv, "dtype": str(qkv["dtype"]).replace("torch.", "")}
                 failures.append({"kind": finding[0], "detail": finding[1], "make_qkv": make_qkv_args,
                                  "kwargs": kwargs})
-        memory.append(torch.cuda.memory_allocated())  # this call's tensors are freed by now
+        if i >= warmup:  # warm-up calls compile kernels and let the allocator settle: checked, not in the memory series
+            memory.append(torch.cuda.memory_allocated())  # this call's tensors are freed by now
     baseline, peak, last = (memory[0], max(memory), memory[-1]) if memory else (None, None, None)
     growth = peak - baseline if memory else 0
     return {"impl": f"{target.step} {target.function}", "calls": done, "warmup_calls": warmup,
