@@ -457,6 +457,202 @@ def step03_experiments():
     return blocks
 
 
+# ---------------------------------------------------------------- the profiling chapter (04_profiling)
+# Its tables: ncu's numbers (results/ncu/summary.json, from `bash benchmarks/profile_ncu.sh` on a GPU and
+# `python benchmarks/profile_kernels.py --summarize`), the offline compile (results/excerpts/resources.json,
+# `benchmarks/compile_offline.py --excerpts`), and the cost of the causal mask in steps 01 and 02 (step
+# 02's results file, which timed both steps in one run). A missing file or marker leaves its block as is.
+PROFILING = "04_profiling"
+# Hopper's per-SM limits, for the programs per SM that a kernel's resources allow (CUDA programming
+# guide, compute capability 9.0): 65,536 registers (allocated per warp in units of 256), 64 warps,
+# 32 blocks, 227 KB of shared memory per block at most and 228 KB per SM (1 KB of it reserved per block).
+SM90 = {"registers": 65536, "warps": 64, "blocks": 32, "smem": 228 * 1024, "smem_reserved": 1024}
+
+
+def programs_per_sm(registers, warps, shared_bytes):
+    """Programs (blocks) per SM allowed by registers, warps, blocks and shared memory; and the limiter."""
+    per_warp = -(-registers * 32 // 256) * 256
+    limits = {"registers": SM90["registers"] // (per_warp * warps), "warps": SM90["warps"] // warps,
+              "blocks": SM90["blocks"],
+              "shared memory": SM90["smem"] // (shared_bytes + SM90["smem_reserved"])}
+    limiter = min(limits, key=limits.get)
+    return limits[limiter], limiter
+
+
+def offline_compile_table(data):
+    """Each profiled kernel as compiled offline: tiles, registers, spills, shared memory, SASS counts."""
+    body = []
+    for k in data["kernels"]:
+        tiles = " x ".join(str(k[b]) for b in ("BLOCK_M", "BLOCK_N", "BLOCK_D") if b in k)
+        programs, limiter = programs_per_sm(k["registers"], k["num_warps"], k["shared_bytes"])
+        counts = k.get("sass_counts", {})
+        body.append([k["label"], f"`{k['kernel']}`", tiles, str(k["num_warps"]), str(k["registers"]),
+                     str(k["spill_store_bytes"]), f"{k['shared_bytes']:,}",
+                     f"{programs} ({limiter}), {programs * k['num_warps']} warps",
+                     str(counts.get("HGMMA", "–")), str(counts.get("HMMA", "–")), str(counts.get("FFMA", "–")),
+                     str(counts.get("SHFL", "–")), str(counts.get("all", "–"))])
+    caption = (f"Triton {data['triton']}, {data['target']}, compiled without a GPU at the shapes that "
+               "`benchmarks/profile_kernels.py` profiles (command: `TRITON_INTERPRET=0 python "
+               "benchmarks/compile_offline.py --excerpts 04_profiling/results/excerpts`, with Triton 3.6.0 on "
+               "the path). Registers per thread and spill stores from ptxas; shared memory per program from "
+               "Triton; programs per SM from those and Hopper's limits (65,536 registers, 64 warps, 32 blocks, "
+               "228 KB of shared memory per SM), the limiting one in brackets; the last five columns count "
+               "instructions in the SASS (static, not executed), the last one all of them.")
+    header = ["case", "kernel", "tile", "warps", "registers", "spill bytes", "shared bytes",
+              "programs per SM", "HGMMA", "HMMA", "FFMA", "SHFL", "all"]
+    return caption + "\n\n" + _table(header, body)
+
+
+def causal_cost_table(data):
+    """Steps 01 and 02 from one run: what the causal mask saves each, and step 02's speed-up over step 01."""
+    by = {(r["impl"], r["head_dim"], r["causal"], r["n_q"]): r.get("ms") for r in data["rows"]
+          if r["dtype"] == "float16" and r["mode"] == "fwd"}
+    body = []
+    for d, n in sorted({(k[1], k[3]) for k in by if k[0] == "02 vectorized"}):
+        ms = {(impl, c): by.get((impl, d, c, n)) for impl in ("01 basic", "02 vectorized") for c in (False, True)}
+        if None in ms.values():
+            continue
+        body.append([str(d), str(n), f"{ms['01 basic', False]:.2f}", f"{ms['01 basic', True]:.2f}",
+                     f"{ms['01 basic', True] / ms['01 basic', False]:.2f}",
+                     f"{ms['02 vectorized', False]:.2f}", f"{ms['02 vectorized', True]:.2f}",
+                     f"{ms['02 vectorized', True] / ms['02 vectorized', False]:.2f}",
+                     _ratio(ms["01 basic", False], ms["02 vectorized", False]),
+                     _ratio(ms["01 basic", True], ms["02 vectorized", True])])
+    r0 = data["rows"][0]
+    caption = (f"fp16, B = {r0['batch']}, H = {r0['heads']}, milliseconds (do_bench medians, both steps timed in "
+               "the same run of step 02's benchmark). 'causal / full': the causal time over the unmasked one; "
+               "the causal mask removes about half the work, so a kernel whose time follows its work gets "
+               "about 0.5. The last two columns are time ratios: above 1x, step 02 is faster.")
+    header = ["D", "N", "01 full", "01 causal", "01 causal / full", "02 full", "02 causal", "02 causal / full",
+              "02 vs 01, full", "02 vs 01, causal"]
+    return _source(data) + "\n\n" + caption + "\n\n" + _table(header, body)
+
+
+def _stalls(kernel):
+    return "; ".join(f"{s['reason']} {s['share'] * 100:.0f}%" for s in kernel["top_stalls"]) or "–"
+
+
+def ncu_rows(data):
+    """(case label, kernel summary) per profiled kernel, in launch order."""
+    short = {"_bwd_dq_kernel": "dQ", "_bwd_dkdv_kernel": "dK/dV"}
+    for row in data["rows"]:
+        for k in row["kernels"]:
+            name = short.get(k["kernel"])
+            yield (f"{row['label']}, {name}" if name else row["label"]), row, k
+
+
+def ncu_source(data):
+    meta = data["meta"]
+    shape = meta.get("shape", {})
+    return (_source(data) + f" Nsight Compute {meta.get('ncu') or '?'}, clock control "
+            f"{meta.get('clock_control') or '?'}; fp16, B = {shape.get('batch')}, H = {shape.get('heads')}, "
+            f"N = {shape.get('n')} unless a row says otherwise; one launch per kernel (`bash benchmarks/profile_ncu.sh`).")
+
+
+def ncu_memory_table(data):
+    """Per kernel: duration, TFLOP/s, DRAM traffic and bandwidth, cache hit rates and throughputs."""
+    body = []
+    for label, row, k in ncu_rows(data):
+        tflops = _fmt(row["tflops"], "{:.1f}") if len(row["kernels"]) == 1 else "–"
+        body.append([label, _fmt(k["duration_ms"], "{:.3f}"), _fmt(row.get("do_bench_ms") if len(row["kernels"]) == 1
+                                                                  else None, "{:.3f}"), tflops,
+                     _fmt(k["dram_bytes"] and k["dram_bytes"] / 1e6, "{:,.0f}"), _fmt(k["dram_gbps"], "{:,.0f}"),
+                     _fmt(k["dram_pct_of_peak"], "{:.1f}%"), _fmt(k["l1_hit_pct"], "{:.1f}%"),
+                     _fmt(k["l2_hit_pct"], "{:.1f}%"), _fmt(k["l1_throughput_pct"], "{:.0f}%"),
+                     _fmt(k["l2_throughput_pct"], "{:.0f}%")])
+    caption = ("Duration: ncu's `gpu__time_duration` of the one profiled launch; do_bench: the median of the same "
+               "call timed without the profiler in the same run. TFLOP/s: the attention FLOPs "
+               "(`shared.attention_flops`) over ncu's duration (for the backward, see the roofline). DRAM: bytes "
+               "read and written (`dram__bytes_read.sum` + `dram__bytes_write.sum`), their rate, and ncu's "
+               "DRAM throughput as a share of peak. L1 and L2: sector hit rates, and each cache's busiest "
+               "sub-unit as a share of its peak (ncu's 'L1/TEX Cache Throughput', 'L2 Cache Throughput').")
+    header = ["kernel", "ncu ms", "do_bench ms", "TFLOP/s", "DRAM MB", "DRAM GB/s", "DRAM % of peak", "L1 hit",
+              "L2 hit", "L1 throughput", "L2 throughput"]
+    return ncu_source(data) + "\n\n" + caption + "\n\n" + _table(header, body)
+
+
+def ncu_warps_table(data):
+    """Per kernel: tensor pipe, occupancy, registers, shared memory, issue rate and the main stall reasons."""
+    body = []
+    for label, _, k in ncu_rows(data):
+        body.append([label, _fmt(k["tensor_pipe_pct"], "{:.1f}%"), _fmt(k["achieved_occupancy_pct"], "{:.1f}%"),
+                     _fmt(k["theoretical_occupancy_pct"], "{:.1f}%"), _fmt(k["registers_per_thread"], "{:.0f}"),
+                     _fmt(k["shared_bytes_per_block"], "{:,.0f}"), _fmt(k["warp_cycles_per_issued"], "{:.1f}"),
+                     _stalls(k)])
+    caption = ("Tensor pipe: the busiest tensor-core pipe's active cycles as a share of peak (wgmma counts under "
+               "`..._gmma_...`, mma.sync under `..._hmma_...`; '–': ncu reported none). Occupancy: warps resident "
+               "per SM as a share of 64, achieved (averaged over the run) and theoretical (the launch's limit). "
+               "Registers per thread and shared memory per program as launched. Warp cycles per issued "
+               "instruction: how long a warp waits, on average, between two of its instructions. Stalls: the "
+               "three largest reasons a warp was not issuing, each as a share of all stalled cycles "
+               "(`smsp__average_warps_issue_stalled_*`, 'selected' left out).")
+    header = ["kernel", "tensor pipe", "achieved occupancy", "theoretical occupancy", "registers", "shared bytes",
+              "warp cycles per issue", "top stalls (share of stalled cycles)"]
+    return ncu_source(data) + "\n\n" + caption + "\n\n" + _table(header, body)
+
+
+def ncu_causal_table(data):
+    """Steps 01 and 02, full and causal: what changes with the mask, per loop trip and per FLOP."""
+    body = []
+    for row in data["rows"]:
+        if row["step"] not in ("01", "02"):
+            continue
+        k = row["kernels"][0]
+        trips = row.get("loop_iterations")
+        per_trip = k["instructions"] / trips if k.get("instructions") and trips else None
+        l2_per_flop = k["l2_read_bytes_for_l1"] / row["flops"] if k.get("l2_read_bytes_for_l1") else None
+        body.append([row["label"], str(row.get("n")), _fmt(k["duration_ms"], "{:.3f}"), _fmt(trips, "{:,}"),
+                     _fmt(per_trip, "{:.0f}"), _fmt(k["l1_hit_pct"], "{:.1f}%"), _fmt(l2_per_flop, "{:.3f}"),
+                     _fmt(k["l2_throughput_pct"], "{:.0f}%"), _fmt(k["achieved_occupancy_pct"], "{:.1f}%"),
+                     _fmt(k["theoretical_occupancy_pct"], "{:.1f}%"), _fmt(k.get("sm_active_pct"), "{:.0f}%"),
+                     _stalls(k)])
+    caption = ("Steps 01 and 02 only. Loop trips: passes through the key loop summed over all programs (one key per "
+               "trip in step 01, one block of BLOCK_N keys in step 02; counted from the shape, not measured). "
+               "Instructions per trip: ncu's executed warp instructions (`smsp__inst_executed.sum`) over the "
+               "trips, so each program's set-up and write-back are spread over its trips. L2 to L1 bytes per FLOP: "
+               "the sectors L1 read from L2 (`lts__t_sectors_srcunit_tex_op_read.sum`, 32 bytes each) over the "
+               "attention FLOPs. SM active: the share of the kernel's cycles in which an SM had at least one "
+               "warp resident, averaged over the SMs.")
+    header = ["case", "N", "ncu ms", "loop trips", "instructions per trip", "L1 hit", "L2 to L1 bytes per FLOP",
+              "L2 throughput", "achieved occupancy", "theoretical occupancy", "SM active", "top stalls"]
+    return ncu_source(data) + "\n\n" + caption + "\n\n" + _table(header, body)
+
+
+PROFILING_TABLES = [  # (results file from the repository root, marker in 04_profiling/README.md, renderer)
+    ("04_profiling/results/excerpts/resources.json", "offline_compile", offline_compile_table),
+    ("02_vectorized_attention/results/results.json", "causal_cost", causal_cost_table),
+    ("04_profiling/results/ncu/summary.json", "ncu_memory", ncu_memory_table),
+    ("04_profiling/results/ncu/summary.json", "ncu_warps", ncu_warps_table),
+    ("04_profiling/results/ncu/summary.json", "ncu_causal", ncu_causal_table),
+]
+
+
+# The PTX/SASS excerpts the chapter shows, each cut from a compiled kernel by compile_offline.py --excerpts:
+# (file, marker). The post shows the file as it is, so an excerpt is never typed by hand.
+PROFILING_EXCERPTS = [(f"04_profiling/results/excerpts/{name}.txt", marker) for name, marker in (
+    ("step03_forward_wgmma.ptx", "excerpt_wgmma_ptx"), ("step03_forward_wgmma.sass", "excerpt_wgmma_sass"),
+    ("step02_d128_causal_loop.ptx", "excerpt_step02_ptx"), ("step02_d128_causal_loop.sass", "excerpt_step02_sass"))]
+
+
+def profiling_blocks():
+    """(post path, marker, text) of the profiling chapter's tables and excerpts."""
+    blocks = []
+    readme = ROOT / PROFILING / "README.md"
+    for excerpt, marker in PROFILING_EXCERPTS:
+        path = ROOT / excerpt
+        if not path.exists() or not readme.exists() or f"<!-- {marker}:start -->" not in readme.read_text():
+            print(f"skip {PROFILING} {marker}: no {excerpt}, README.md or marker yet")
+            continue
+        blocks.append((readme, marker, "```\n" + path.read_text().rstrip("\n") + "\n```"))
+    for results, marker, render in PROFILING_TABLES:
+        path = ROOT / results
+        if not path.exists() or not readme.exists() or f"<!-- {marker}:start -->" not in readme.read_text():
+            print(f"skip {PROFILING} {marker}: no {results}, README.md or marker yet")
+            continue
+        blocks.append((readme, marker, render(shared.load_results(path))))
+    return blocks
+
+
 def generated_blocks():
     """(README path, marker, text) for every table this script writes, from the results files."""
     blocks = []
@@ -472,6 +668,7 @@ def generated_blocks():
         blocks.append((readme, marker, text))
     blocks += step02_experiments()
     blocks += step03_experiments()
+    blocks += profiling_blocks()
     blocks.append((ROOT / "README.md", "progression", progression_rows()))
     return blocks
 

@@ -5,16 +5,21 @@ the generated PTX/SASS without spending device time.
     TRITON_INTERPRET=0 python benchmarks/compile_offline.py --dump out/     # + .ptx/.sass/.ttgir files
     TRITON_INTERPRET=0 python benchmarks/compile_offline.py --hopper        # + the Hopper experiments'
                                         # variants and candidate configs (benchmarks/hopper_experiments.py)
+    TRITON_INTERPRET=0 python benchmarks/compile_offline.py --only "0[12] " --json res.json   # steps 01, 02
+    TRITON_INTERPRET=0 python benchmarks/compile_offline.py --excerpts 04_profiling/results/excerpts
 
 Triton needs no GPU to compile: this script gives it a stand-in driver that names the
 target (compute capability 9.0, Hopper), records the launches the step-03 launcher would
 make for a set of calls (forward, decoding, packed sequences, backward), and compiles each
-with ``warmup`` instead of launching it. It prints, per kernel: registers and spills (from
+with ``warmup`` instead of launching it. Steps 01 and 02 are compiled the same way, through
+their own launchers (``basic_attention``, ``vectorized_attention``) at D = 64 and 128, causal
+and not. It prints, per kernel: registers and spills (from
 ptxas), shared memory, and whether the tensor-core instructions are wgmma (Hopper) or
 mma.sync (Ampere-style). The binaries are never run here. Use the Triton version the GPU
 has (3.6.0 beside torch 2.11): `pip install --target DIR triton==3.6.0` and PYTHONPATH=DIR.
 """
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -91,6 +96,8 @@ def calls(fa):
         ("decode GQA split", decode(1, 32, 8, 1, 32768, 128)),
         ("decode 4 rows", decode(8, 32, 8, 4, 131072, 128)),
         ("varlen causal", varlen),
+        # the shape benchmarks/profile_kernels.py profiles under ncu: the same binaries
+        ("profiled D=64", fwd_bwd(4, 16, 16, 2048, 2048, 64, False, None, torch.float16)),
     ]
 
 
@@ -159,14 +166,65 @@ def hopper_calls(fa):
     return out
 
 
+class RecordingKernel:
+    """Stands in for a step-01/02 ``@triton.jit`` kernel: ``kernel[grid](...)`` compiles, launches nothing."""
+
+    def __init__(self, kernel, record):
+        self.kernel, self.record = kernel, record
+
+    def __getitem__(self, grid):
+        def compile_only(*args, **meta):
+            compiled = self.kernel.warmup(*args, grid=grid, **meta)
+            self.record(self.kernel.__name__, meta, compiled)
+        return compile_only
+
+
+def step_calls(steps):
+    """(label, function) pairs for steps 01 and 02 through their own launchers, at the shape that
+    benchmarks/profile_kernels.py profiles (fp16, B=4, H=16, N=2048): Triton specialises on integer
+    arguments (equal to 1, divisible by 16), so another shape could compile other binaries."""
+    def forward(module, fn, d, causal):
+        def run():
+            q, k, v = shared.make_qkv(4, 16, 2048, d, dtype=torch.float16, device="cpu")
+            getattr(module, fn)(q, k, v, causal=causal)
+        return run
+
+    return [(f"{step} D={d}{' causal' if causal else ''}", forward(module, fn, d, causal))
+            for step, module, fn in steps for d in (64, 128) for causal in (False, True)]
+
+
+# SASS instructions counted in each dumped kernel: tensor cores (Hopper's HGMMA, Ampere-style HMMA),
+# fp32 FMAs, warp shuffles, global loads (LDG), global-to-shared copies (LDGSTS: cp.async; UTMALDG: TMA).
+SASS_OPS = ("HGMMA", "HMMA", "FFMA", "SHFL", "LDG", "LDGSTS", "UTMALDG")
+
+# The excerpts 04_profiling/README.md shows: (file, kernel file stem, asm kind, pattern, lines before, after).
+# Each is cut from the compiled kernel around the first line that matches the pattern.
+EXCERPTS = [
+    ("step03_forward_wgmma.ptx", "profiled_D=64_flash_attention_forward_kernel", "ptx",
+     r"wgmma\.mma_async", 4, 6),
+    ("step03_forward_wgmma.sass", "profiled_D=64_flash_attention_forward_kernel", "sass", r"HGMMA", 6, 8),
+    ("step02_d128_causal_loop.ptx", "02_D=128_causal_vectorized_attention_kernel", "ptx",
+     r"shfl\.sync\.bfly", 8, 6),
+    ("step02_d128_causal_loop.sass", "02_D=128_causal_vectorized_attention_kernel", "sass", r"SHFL\.BFLY", 12, 10),
+]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90, help="compute capability x 10 (default 90: Hopper)")
     parser.add_argument("--dump", type=Path, help="write each kernel's .ttgir, .ptx and .sass here")
-    parser.add_argument("--only", help="compile only the calls whose label contains this text")
+    parser.add_argument("--only", help="compile only the calls whose label matches this regular expression")
+    parser.add_argument("--json", type=Path, help="also write every compiled kernel's resources to this JSON file")
+    parser.add_argument("--excerpts", type=Path,
+                        help="write the short PTX/SASS excerpts and the resources of steps 01-03 that "
+                             "04_profiling/README.md shows into this folder (compiles what they need)")
     parser.add_argument("--hopper", action="store_true",
                         help="also the Hopper experiments' variants and configs (labels \"hopper ...\")")
     args = parser.parse_args(argv)
+    if args.excerpts:
+        args.dump = args.dump or ROOT / "scratch" / "compile_offline"  # the whole files: not committed
+        args.json = args.json or args.excerpts / "resources.json"
+        args.only = args.only or r"^0[12] |^profiled "
     triton.runtime.driver.set_active(OfflineDriver(args.arch))
     shared.validation.INTERPRETER = True  # the input checks accept CPU tensors for this script
     fa = shared.load_step("03")
@@ -187,11 +245,21 @@ def main(argv=None):
         return kernel
 
     triton.runtime.jit.JITFunction.run = run_compile_only
+    steps = []
+    for step, fn, kernel in (("01", "basic_attention", "basic_attention_kernel"),
+                             ("02", "vectorized_attention", "vectorized_attention_kernel")):
+        module = shared.load_step(step)
+        setattr(module, kernel, RecordingKernel(getattr(module, kernel),
+                                                lambda name, meta, k: compiled.append((name, meta, k))))
+        steps.append((step, module, fn))
+    resources = []
     bin_dir = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
     failures = 0
-    todo = calls(fa) + (hopper_calls(fa) if args.hopper or (args.only and "hopper" in args.only) else [])
+    todo = calls(fa) + step_calls(steps)
+    if args.hopper or (args.only and "hopper" in args.only):
+        todo += hopper_calls(fa)
     for label, run in todo:
-        if args.only and args.only not in label:
+        if args.only and not re.search(args.only, label):
             continue
         start = len(compiled)
         try:
@@ -211,12 +279,16 @@ def main(argv=None):
                                     "-"], input=ptx, capture_output=True, text=True).stderr
             regs = re.search(r"Used (\d+) registers", usage)
             spill = re.search(r"(\d+) bytes spill stores", usage)
-            blocks = {k: meta[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_M1", "BLOCK_N1", "BLOCK_M2",
-                                           "BLOCK_N2")
-                      if k in meta}
+            blocks = {k: meta[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_D", "BLOCK_M1", "BLOCK_N1", "BLOCK_M2",
+                                           "BLOCK_N2") if k in meta}
             print(f"ok   {label:<24} {name:<32} {blocks} warps={meta.get('num_warps', 4)} "
                   f"stages={meta.get('num_stages', 3)} regs={regs.group(1) if regs else '?'} "
                   f"spills={spill.group(1) if spill else '?'}B smem={kernel.metadata.shared}B {mma}")
+            resources.append({"label": label, "kernel": name, **blocks, "num_warps": meta.get("num_warps", 4),
+                              "num_stages": meta.get("num_stages", 3),
+                              "registers": int(regs.group(1)) if regs else None,
+                              "spill_store_bytes": int(spill.group(1)) if spill else None,
+                              "shared_bytes": kernel.metadata.shared, "mma": mma})
             if args.dump:
                 args.dump.mkdir(parents=True, exist_ok=True)
                 stem = args.dump / f"{label.replace(' ', '_').replace('+', '')}_{name}"
@@ -227,8 +299,41 @@ def main(argv=None):
                 sass = subprocess.run([str(bin_dir / "cuobjdump"), "--dump-sass", str(cubin)],
                                       capture_output=True, text=True).stdout
                 stem.with_suffix(".sass").write_text(sass)
+                resources[-1]["sass_counts"] = {op: len(re.findall(rf"\b{op}\b", sass)) for op in SASS_OPS}
+                resources[-1]["sass_counts"]["all"] = len(re.findall(r"^\s+/\*[0-9a-f]{4,}\*/", sass, re.M))
                 cubin.unlink()
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"triton": triton.__version__, "target": f"cuda sm_{args.arch}a",
+                                         "kernels": resources}, indent=1) + "\n")
+    if args.excerpts:
+        failures += write_excerpts(args.dump, args.excerpts)
     return 1 if failures else 0
+
+
+def write_excerpts(dump, dest):
+    """Cut EXCERPTS out of the dumped kernels into dest/*.txt, each headed by where it comes from."""
+    missing = 0
+    for out_name, stem, kind, pattern, before, after in EXCERPTS:
+        path = dump / f"{stem}.{kind}"
+        lines = path.read_text().splitlines() if path.exists() else []
+        hit = next((i for i, line in enumerate(lines) if re.search(pattern, line)), None)
+        if hit is None:
+            print(f"FAIL excerpt {out_name}: no line matching {pattern!r} in {path}")
+            missing += 1
+            continue
+        count = sum(bool(re.search(pattern, line)) for line in lines)
+        head = (f"// {path.name}: lines {hit + 1 - before}-{hit + 1 + after} of {len(lines)}, around the first of "
+                f"{count} lines matching /{pattern}/\n// Triton {triton.__version__}, target sm_90a, compiled "
+                "offline by benchmarks/compile_offline.py --excerpts (no GPU)\n")
+        cut = lines[max(0, hit - before):hit + after + 1]
+        if kind == "sass":  # drop the instruction encodings: /* 0x... */ comments, and lines of nothing else
+            cut = [re.sub(r"\s*/\* 0x[0-9a-f]+ \*/", "", line) for line in cut]
+            cut = [line for line in cut if line.strip()]
+        body = "\n".join(line.rstrip() for line in cut)
+        (dest / f"{out_name}.txt").write_text(head + body + "\n")
+        print(f"wrote {dest / out_name}.txt")
+    return missing
 
 
 if __name__ == "__main__":

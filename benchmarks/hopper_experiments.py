@@ -61,7 +61,10 @@ FUSED_CONFIGS = {64: {"": None}, 128: {"": None, " flex": (64, 128, 128, 64, 8, 
 WS = False  # warp_specialize: Triton 3.6 leaves the Hopper loop as it is (8 warps) or fails (4 warps)
 
 
-def build_variants(step03, tma):
+GLUON_CONFIGS = {"gluon fwd": None, "gluon fwd 128x64": (128, 64, 3, 8)}  # None: the module's table
+
+
+def build_variants(step03, tma, gluon=None):
     """({mode: {name: (callable(q, k, v, causal=False), head dims, new kernel?)}}, the same for --more).
 
     A "new kernel" (not step 03's kernel at another config) is also checked at N = 1 and, for the
@@ -139,13 +142,19 @@ def build_variants(step03, tma):
         for label, c in FUSED_CONFIGS[d].items():
             add(bwd, f"fused bwd{label}", fused(c), d, True)
     add(fwd, "tma fwd auto", tma_fwd(None), SHORT_POINT[3], True)
+    if gluon is not None:  # Hopper only, MHA only (Nq == Nk): checked on such shapes (check_shapes)
+        for name, c in GLUON_CONFIGS.items():
+            fn = (lambda c: lambda q, k, v, causal=False, scale=None: gluon.flash_attention_gluon_forward(
+                q, k, v, causal=causal, config=c)[0])(c)
+            for d in (64, 128):
+                add(fwd, name, fn, d, True)
     bwd_extra = {f"03 atomic dq default D{d}": (bwd_config(None, atomic=True), (d,), False)
                  for d in (64, 128)}
     return {"fwd": fwd, "bwd": bwd}, {"fwd": {}, "bwd": bwd_extra}
 
 
 # ----------------------------------------------------------------------------- correctness
-def check_shapes(mode, d, new_kernel):
+def check_shapes(mode, d, new_kernel, mha_only=False):
     """(B, H, Hkv, Nq, Nk, D, causal): awkward lengths, GQA, causal and not.
 
     Few shapes on purpose: each new length class (1; not a multiple of 16) is a compile, and
@@ -153,6 +162,8 @@ def check_shapes(mode, d, new_kernel):
     masking code, which step 03's tests cover at every shape; new kernels get N = 1 and D = 96 too.
     """
     shapes = [(1, 4, 2, 97, 97, d, True), (1, 4, 1, 1025, 1025, d, False)]
+    if mha_only:  # the Gluon kernel takes no GQA: the same lengths with Hkv = H
+        shapes = [(b, h, h, n_q, n_k, dd, c) for b, h, _, n_q, n_k, dd, c in shapes]
     if new_kernel:
         shapes.append((2, 2, 2, 1, 1, d, False))
         if mode == "bwd" and d == 128:
@@ -160,12 +171,12 @@ def check_shapes(mode, d, new_kernel):
     return shapes
 
 
-def check_variant(mode, fn, head_dims, new_kernel, dtypes, step03):
+def check_variant(mode, fn, head_dims, new_kernel, dtypes, step03, mha_only=False):
     """(passed, lines): the variant against the float64 reference (forward) or float64 autograd."""
     lines, passed = [], True
     for dtype in dtypes:
         for d in head_dims:
-            for b, h, hkv, n_q, n_k, dd, causal in check_shapes(mode, d, new_kernel):
+            for b, h, hkv, n_q, n_k, dd, causal in check_shapes(mode, d, new_kernel, mha_only):
                 q, k, v = shared.make_qkv(b, h, n_q, dd, n_k=n_k, kv_heads=hkv, dtype=dtype)
                 try:
                     if mode == "fwd":
@@ -243,6 +254,42 @@ def best_lines(rows):
     return lines
 
 
+def warm(args, variants, parts, head_dims, causals, dtypes):
+    """One call per variant at each (mode, D, causal, dtype) of the grid at its shortest length (the
+    kernels compile per tile config and mask, not per length: the lengths here all divide by 16), and
+    at the short point; FlexAttention (which compiles per shape) at every grid shape if --only names it."""
+    def call(fn, shape, causal, dtype, mode):
+        b, h, n, d = shape
+        q, k, v = shared.make_qkv(b, h, n, d, dtype=dtype)
+        if mode == "bwd":
+            q, k, v = (t.requires_grad_(True) for t in (q, k, v))
+            torch.autograd.grad(fn(q, k, v, causal=causal), (q, k, v), torch.randn(b, h, n, d, device=q.device,
+                                                                              dtype=dtype))
+        else:
+            with torch.no_grad():
+                fn(q, k, v, causal=causal)
+        torch.cuda.synchronize()
+
+    for mode in parts:
+        for name, (fn, dims, _) in variants[mode].items():
+            if SHORT_POINT[3] in dims:
+                call(fn, SHORT_POINT, True, dtypes[0], mode)
+            for dtype in dtypes:
+                for d in dims:
+                    for causal in causals:
+                        if name not in SHORT_ONLY:
+                            call(fn, (4, 32, min(args.lengths), d), causal, dtype, mode)
+        if args.only and any("flex" in o for o in args.only) and not args.no_flex:
+            from shared.baselines import flex_attention_compiled
+            flex = flex_attention_compiled()
+            call(flex, SHORT_POINT, True, dtypes[0], mode)
+            for dtype in dtypes:
+                for d in head_dims:
+                    for n in args.lengths:
+                        for causal in causals:
+                            call(flex, (4, 32, n, d), causal, dtype, mode)
+
+
 def have_gpu():
     """A CUDA GPU that Triton compiles for (not the interpreter)."""
     return torch.cuda.is_available() and not shared.INTERPRETER
@@ -271,11 +318,17 @@ def main(argv=None):
     parser.add_argument("--more", action="store_true",
                         help="also the variants left out by default (dq_atomic at step 03's default tiles)")
     parser.add_argument("--list", action="store_true", help="print the variants and configs, do nothing else")
+    parser.add_argument("--warm-only", action="store_true",
+                        help="run the checks and one call per timed kernel variant, time nothing: fills "
+                             "Triton's and Inductor's disk caches (run one process per variant in "
+                             "parallel with --only, then the timed run compiles nothing)")
     args = parser.parse_args(argv)
 
     step03 = shared.load_step("03")
     tma = shared.load_step("03", "flash_attention_tma.py")
-    variants, more = build_variants(step03, tma)
+    gluon = shared.load_step("03", "flash_attention_gluon.py")
+    gluon = gluon if have_gpu() and gluon.gluon_unavailable_reason() is None else None
+    variants, more = build_variants(step03, tma, gluon)
     if args.more:
         variants = {m: {**variants[m], **more[m]} for m in variants}
     parts = ("fwd", "bwd") if args.part == "all" else (args.part,)
@@ -329,7 +382,8 @@ def main(argv=None):
             if args.skip_check:
                 passed, lines = True, ["not checked (--skip-check)"]
             else:
-                passed, lines = check_variant(mode, fn, dims, new_kernel, dtypes, step03)
+                passed, lines = check_variant(mode, fn, dims, new_kernel, dtypes, step03,
+                                              mha_only=name.startswith("gluon"))
             result["checks"][f"{mode} {name}"] = {"passed": passed, "lines": lines,
                                                    "seconds": time.time() - t0}
             print(f"check {mode} {name:<28} {'PASS' if passed else 'FAIL: not timed'} "
@@ -341,6 +395,11 @@ def main(argv=None):
                         print("    " + line)
                 del variants[mode][name]
     save()
+
+    if args.warm_only:
+        warm(args, variants, parts, head_dims, causals, dtypes)
+        print(f"warmed in {time.time() - started:.0f} s")
+        return 0
 
     baselines = {"sdpa cudnn": shared.sdpa_backend("cudnn")}
     if not args.no_flex:

@@ -2,6 +2,7 @@
 
     python benchmarks/stress_step_inputs.py --out stress.json                # 2000 calls per step
     python benchmarks/stress_step_inputs.py --steps 02 --calls 500 --seed 1 --out stress.json
+    python benchmarks/stress_step_inputs.py --workers 8 --max-seconds 120 --out stress.json
 
 Each call draws batch, heads, Nq and Nk (log-uniform, 1 to --max-len), a head dim,
 a dtype, a memory layout per tensor (shared.LAYOUTS: transposed, sliced, stride-0
@@ -10,9 +11,15 @@ float64 reference under the series' error rule (shared.compare_with_reference).
 Failures are counted by kind: an exception, NaN/Inf where the reference is finite,
 or an output out of tolerance; the first few are kept with everything needed to
 rebuild them (shared.make_qkv arguments and the call's keyword arguments).
-torch.cuda.memory_allocated is read after a warm-up and after every call once its
-tensors are freed: it must stay flat. The summary goes to --out (JSON, one row per
+torch.cuda.memory_allocated is read after every call past a warm-up once its tensors
+are freed: it must stay flat. Warm-up calls are checked and counted like the others
+(in device calls 9 and 10 they were run but neither checked nor counted). The summary goes to --out (JSON, one row per
 step, stamped with the GPU and versions); the exit status is 1 if anything failed.
+
+Compiling dominates at first: each new head dim, dtype, mask kind and stride pattern compiles
+new kernels (seconds each), and step 03 has hundreds of such variants. --workers N runs N
+processes on the one GPU, each with its own draws (seed, worker) and its own memory check; they
+share Triton's on-disk cache, so a kernel one compiles the others load. Their rows are summed.
 
 A step is one entry in TARGETS: its function, whether it takes grouped-query
 K/V heads, its head-dim range, the causal values it accepts, and any extra keyword
@@ -124,8 +131,6 @@ def stress(target, calls, warmup, max_len, rng, deadline):
             break
         qkv, kwargs = draw_case(rng, target, max_len, dtypes, layouts)
         finding = run_one(fn, target, qkv, kwargs)
-        if i < warmup:  # compiles each kernel variant; the allocator settles
-            continue
         done += 1
         if finding:
             counts[finding[0]] += 1
@@ -133,13 +138,46 @@ def stress(target, calls, warmup, max_len, rng, deadline):
                 make_qkv_args = {**qkv, "dtype": str(qkv["dtype"]).replace("torch.", "")}
                 failures.append({"kind": finding[0], "detail": finding[1], "make_qkv": make_qkv_args,
                                  "kwargs": kwargs})
-        memory.append(torch.cuda.memory_allocated())  # this call's tensors are freed by now
+        if i >= warmup:  # warm-up calls compile kernels and let the allocator settle: checked, not in the memory series
+            memory.append(torch.cuda.memory_allocated())  # this call's tensors are freed by now
     baseline, peak, last = (memory[0], max(memory), memory[-1]) if memory else (None, None, None)
     growth = peak - baseline if memory else 0
     return {"impl": f"{target.step} {target.function}", "calls": done, "warmup_calls": warmup,
             "seconds": round(time.time() - started, 1), **counts,
             "memory_baseline_bytes": baseline, "memory_max_bytes": peak, "memory_last_bytes": last,
             "memory_growth_bytes": growth, "memory_flat": growth == 0, "failures": failures}
+
+
+def stress_worker(step, calls, warmup, max_len, seed, worker, deadline):
+    """One worker process's row (its own random draws; memory checked in its own process)."""
+    return stress(TARGETS[step], calls, warmup, max_len, random.Random(seed * 1000 + worker), deadline)
+
+
+def combine(rows):
+    """The rows of one step's workers as one: counts summed, memory flat only if flat in each."""
+    first = rows[0]
+    total = {**first, "workers": len(rows), "failures": [f for r in rows for f in r["failures"]][:KEEP_FAILURES],
+             "seconds": max(r["seconds"] for r in rows), "memory_flat": all(r["memory_flat"] for r in rows),
+             "memory_growth_bytes": max(r["memory_growth_bytes"] for r in rows)}
+    for key in ("calls", "warmup_calls", "exception", "nan_or_inf", "mismatch"):
+        total[key] = sum(r[key] for r in rows)
+    for key in ("memory_baseline_bytes", "memory_max_bytes", "memory_last_bytes"):
+        total[key] = [r[key] for r in rows]
+    return total
+
+
+def run_step(step, args):
+    deadline = time.time() + args.max_seconds
+    if args.workers == 1:
+        return stress(TARGETS[step], args.calls, args.warmup, args.max_len, random.Random(f"{args.seed}-{step}"),
+                      deadline)
+    import multiprocessing
+
+    calls = math.ceil(args.calls / args.workers)
+    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+        rows = pool.starmap(stress_worker, [(step, calls, args.warmup, args.max_len, args.seed, w, deadline)
+                                            for w in range(args.workers)])
+    return combine(rows)
 
 
 def main(argv=None):
@@ -154,15 +192,16 @@ def main(argv=None):
     parser.add_argument("--max-seconds", type=float, default=480,
                         help="stop starting calls of a step after this long (default 480: "
                              "one 10-minute device call for one step)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes sharing the GPU, each with its own draws (default 1)")
     parser.add_argument("--out", type=Path, help="write the JSON summary here")
     args = parser.parse_args(argv)
     if not shared.HAS_GPU:
         print("stress_step_inputs: no GPU, nothing run (thousands of calls need a GPU, not the interpreter)")
         return 0
-    rng = random.Random(args.seed)
     rows = []
     for step in args.steps:
-        row = stress(TARGETS[step], args.calls, args.warmup, args.max_len, rng, time.time() + args.max_seconds)
+        row = run_step(step, args)
         rows.append(row)
         print(f"{row['impl']:<26} {row['calls']} calls in {row['seconds']} s: {row['exception']} exceptions, "
               f"{row['nan_or_inf']} NaN/Inf, {row['mismatch']} out of tolerance; memory growth "
@@ -173,7 +212,7 @@ def main(argv=None):
     if args.out:
         given = sys.argv[1:] if argv is None else argv
         command = " ".join(["python benchmarks/stress_step_inputs.py", *given])
-        print(f"wrote {shared.save_results(args.out, rows, command=command, seed=args.seed)}")
+        print(f"wrote {shared.save_results(args.out, rows, command=command, seed=args.seed, workers=args.workers)}")
     failed = any(r["exception"] or r["nan_or_inf"] or r["mismatch"] or not r["memory_flat"] for r in rows)
     return 1 if failed else 0
 

@@ -1,6 +1,7 @@
 """Draw figures/roofline.png: steps 01, 02 and 03 on one roofline, from the committed results.
 
-    python figures/roofline.py     # no GPU needed: it only reads the results files
+    python figures/roofline.py         # no GPU needed: it only reads the results files
+    python figures/roofline.py --ncu   # 04_profiling/roofline_ncu.png, from the Nsight Compute summary
 
 A roofline plots throughput (TFLOP/s) against arithmetic intensity (FLOPs per
 byte moved). A kernel with intensity I cannot beat min(compute ceiling,
@@ -22,6 +23,13 @@ hollow point at the intensity they really request, the same FLOPs over every
 byte their loads ask for (each query row re-reads K and V: ``requested_bytes``
 in step 02's results file). The script refuses to mix GPUs: every point's file
 must name the same ``env.gpu``.
+
+``--ncu`` draws the profiling chapter's roofline instead, from one ncu run
+(04_profiling/results/ncu/summary.json, fp16, B=4, H=16, N=2048): x is the FLOPs over
+the bytes ncu counted at DRAM (filled) and at L2 (hollow), y the FLOPs over ncu's
+duration; the ceilings are the DRAM peak ncu reports, the copy and matmul rates
+measured in the same run, and the fp32 FMA peak at the SM clock ncu saw (2 FLOPs x
+128 FP32 lanes x SMs x clock).
 """
 import sys
 from pathlib import Path
@@ -136,7 +144,87 @@ def draw(path=OUT):
     return path
 
 
+NCU_SUMMARY = ROOT / "04_profiling" / "results" / "ncu" / "summary.json"
+NCU_OUT = ROOT / "04_profiling" / "roofline_ncu.png"
+# The chapter's points: (case label in the summary, label on the figure)
+NCU_POINTS = [("01 basic D=64", "01 basic"), ("02 vectorized D=64", "02 vectorized"),
+              ("01 basic D=128 causal", "01 basic, D=128 causal"),
+              ("02 vectorized D=128 causal", "02 vectorized, D=128 causal"),
+              ("03 flash fwd D=64", "03 flash forward"), ("03 flash bwd D=64", "03 flash backward (dQ + dK/dV)")]
+
+
+def _median(values):
+    values = sorted(v for v in values if v)
+    return values[len(values) // 2] if values else None
+
+
+def draw_ncu(summary_path=NCU_SUMMARY, path=NCU_OUT):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = shared.load_results(summary_path)
+    rows = {r["label"]: r for r in data["rows"]}
+    kernels = [k for r in data["rows"] for k in r["kernels"]]
+    dram_peak = _median(k.get("dram_peak_gbps") for k in kernels)
+    clock, sms = _median(k.get("sm_clock_hz") for k in kernels), _median(k.get("sm_count") for k in kernels)
+    ceil = data["meta"].get("ceilings") or {}
+    fig, ax = plt.subplots(figsize=(9, 6))
+    x = [0.01, 1e4]
+    if dram_peak:
+        ax.plot(x, [dram_peak / 1e3 * i for i in x], color="k", lw=1.5, label=f"DRAM peak (ncu) {dram_peak / 1e3:.2f} TB/s")
+    if ceil.get("copy_gbps"):
+        ax.plot(x, [ceil["copy_gbps"] / 1e3 * i for i in x], color="k", lw=1, ls="--",
+                label=f"measured copy {ceil['copy_gbps'] / 1e3:.2f} TB/s")
+    if ceil.get("matmul_tflops"):
+        ax.axhline(ceil["matmul_tflops"], color="#2ca02c", lw=1.5,
+                   label=f"measured fp16 matmul {ceil['matmul_tflops']:.0f} TFLOP/s (tensor cores)")
+    if clock and sms:
+        fp32 = 2 * 128 * sms * clock / 1e12
+        ax.axhline(fp32, color="#d62728", lw=1, ls="--",
+                   label=f"fp32 FMA peak {fp32:.0f} TFLOP/s ({sms:.0f} SMs at {clock / 1e9:.2f} GHz, ncu)")
+    for label, shown in NCU_POINTS:
+        r = rows.get(label)
+        if not r or not r.get("duration_ms") or not r.get("dram_bytes"):
+            continue
+        impl = {"01": "01 basic", "02": "02 vectorized", "03": "03 flash"}[r["step"]]
+        color = shared.COLORS.get(impl, "k")
+        tflops = r["flops"] / r["duration_ms"] / 1e9
+        marker = "s" if r["mode"] == "bwd" else ("^" if r["causal"] else "o")
+        ax.plot(r["flops"] / r["dram_bytes"], tflops, marker=marker, ms=9, color=color, ls="none")
+        ax.annotate(f"{shown}: {tflops:.1f}", (r["flops"] / r["dram_bytes"], tflops), textcoords="offset points",
+                    xytext=(8, 4), fontsize=8, color=color)
+        if r.get("l2_bytes"):
+            ax.plot(r["flops"] / r["l2_bytes"], tflops, marker=marker, ms=9, mfc="white", color=color, ls="none")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(*x)
+    ax.set_ylim(0.5, 3000)
+    ax.set_xlabel("arithmetic intensity (FLOP per byte): filled at DRAM, hollow at L2")
+    ax.set_ylabel("TFLOP/s (attention FLOPs over ncu's duration)")
+    shape = data["meta"].get("shape", {})
+    ax.set_title(f"Steps 01-03 under Nsight Compute: {data['env'].get('gpu', '?')}\n"
+                 f"fp16, B={shape.get('batch')}, H={shape.get('heads')}, N={shape.get('n')}, D=64 not causal "
+                 "unless labelled", fontsize=10)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, loc="upper left")
+    source = Path(summary_path).resolve()
+    source = source.relative_to(ROOT) if source.is_relative_to(ROOT) else source
+    fig.text(0.01, 0.01, f"From {source} (bash benchmarks/profile_ncu.sh); "
+             "every point and ceiling from that one run.", fontsize=7, color="#555555")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--ncu"]:
+        if not NCU_SUMMARY.exists():
+            sys.exit(f"no {NCU_SUMMARY.relative_to(ROOT)} yet: run bash benchmarks/profile_ncu.sh on a GPU first")
+        print(f"wrote {draw_ncu()}")
+        sys.exit(0)
     for p in points():
         extra = f", requested {p['intensity_requested']:.3f}" if "intensity_requested" in p else ""
         print(f"{p['label']:<18} {p['tflops']:7.1f} TFLOP/s  intensity min {p['intensity_min']:.0f}{extra} FLOP/B"

@@ -116,3 +116,28 @@ def test_every_step03_marker_is_generated():
             continue
         for marker in re.findall(r"<!-- (\w+):start -->", path.read_text()):
             assert (post, marker) in generated, f"{post}: the {marker} block has no generator"
+
+
+@pytest.mark.parametrize("entry", make_tables.PROFILING_TABLES, ids=lambda e: e[1])
+def test_profiling_tables_match_results(entry):
+    results, marker, render = entry
+    readme, path = ROOT / make_tables.PROFILING / "README.md", ROOT / results
+    if not readme.exists() or not path.exists() or make_tables.current_block(readme, marker) is None:
+        pytest.skip("this table's results file or marker does not exist yet")
+    assert make_tables.current_block(readme, marker) == render(shared.load_results(path)).strip(), \
+        "run `python make_tables.py`"
+
+
+def test_every_profiling_marker_is_generated_or_waits_for_its_file():
+    """Each marker pair in the profiling chapter has a generator; a block is empty only while its file is missing."""
+    import re
+
+    readme = ROOT / make_tables.PROFILING / "README.md"
+    if not readme.exists():
+        pytest.skip("no profiling chapter yet")
+    sources = {marker: results for results, marker, _ in make_tables.PROFILING_TABLES}
+    sources.update({marker: excerpt for excerpt, marker in make_tables.PROFILING_EXCERPTS})
+    for marker in re.findall(r"<!-- (\w+):start -->", readme.read_text()):
+        assert marker in sources, f"04_profiling/README.md: the {marker} block has no generator"
+        if (ROOT / sources[marker]).exists():
+            assert make_tables.current_block(readme, marker), f"the {marker} block is empty: run make_tables.py"

@@ -25,6 +25,7 @@ PY_SCRIPTS = [
     "02_vectorized_attention/access_pattern.py",
     "03_advanced_optimizations/flash_attention.py",
     "03_advanced_optimizations/flash_attention_tma.py",
+    "03_advanced_optimizations/flash_attention_gluon.py",
     "03_advanced_optimizations/train_gpt.py",
     "03_advanced_optimizations/tune_forward.py",
     "03_advanced_optimizations/tune_backward.py",
@@ -33,6 +34,7 @@ PY_SCRIPTS = [
     "make_tables.py",
     "benchmarks/merge_results.py",
     "benchmarks/naive_oom.py",
+    "benchmarks/profile_kernels.py",
     "benchmarks/step03_backward_grid.py",
     "benchmarks/sweep_step02.py",
     "benchmarks/hopper_experiments.py",
@@ -40,9 +42,11 @@ PY_SCRIPTS = [
 SH_SCRIPTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "benchmarks").glob("*.sh"))
 # Without a GPU these say so in one line and exit 0 (reproduce.sh: exit 1, it was asked for results).
 GPU_ONLY = [
+    "03_advanced_optimizations/flash_attention_gluon.py",
     "03_advanced_optimizations/tune_forward.py",
     "03_advanced_optimizations/tune_backward.py",
     "benchmarks/naive_oom.py",
+    "benchmarks/profile_kernels.py",
     "benchmarks/step03_backward_grid.py",
     "benchmarks/sweep_step02.py",
     "benchmarks/hopper_experiments.py",
