@@ -254,40 +254,50 @@ def best_lines(rows):
     return lines
 
 
-def warm(args, variants, parts, head_dims, causals, dtypes):
-    """One call per variant at each (mode, D, causal, dtype) of the grid at its shortest length (the
-    kernels compile per tile config and mask, not per length: the lengths here all divide by 16), and
-    at the short point; FlexAttention (which compiles per shape) at every grid shape if --only names it."""
-    def call(fn, shape, causal, dtype, mode):
-        b, h, n, d = shape
-        q, k, v = shared.make_qkv(b, h, n, d, dtype=dtype)
-        if mode == "bwd":
-            q, k, v = (t.requires_grad_(True) for t in (q, k, v))
-            torch.autograd.grad(fn(q, k, v, causal=causal), (q, k, v), torch.randn(b, h, n, d, device=q.device,
-                                                                              dtype=dtype))
-        else:
-            with torch.no_grad():
-                fn(q, k, v, causal=causal)
-        torch.cuda.synchronize()
-
+def warm_jobs(args, variants, parts, head_dims, causals, dtypes, default):
+    """The calls that compile what the timed run will launch: each variant once per (mode, D, causal,
+    dtype) at the grid's shortest length (kernels compile per tile config and mask, not per length:
+    the lengths here all divide by 16) and at the short point; FlexAttention, which compiles per
+    shape, at every grid shape."""
+    jobs = []
     for mode in parts:
+        jobs.append((mode, "03 flash", default, SHORT_POINT, True, dtypes[0]))
+        jobs += [(mode, "03 flash", default, (4, 32, min(args.lengths), d), causal, dtype)
+                 for dtype in dtypes for d in head_dims for causal in causals]
         for name, (fn, dims, _) in variants[mode].items():
             if SHORT_POINT[3] in dims:
-                call(fn, SHORT_POINT, True, dtypes[0], mode)
-            for dtype in dtypes:
-                for d in dims:
-                    for causal in causals:
-                        if name not in SHORT_ONLY:
-                            call(fn, (4, 32, min(args.lengths), d), causal, dtype, mode)
-        if args.only and any("flex" in o for o in args.only) and not args.no_flex:
+                jobs.append((mode, name, fn, SHORT_POINT, True, dtypes[0]))
+            if name in SHORT_ONLY:
+                continue
+            jobs += [(mode, name, fn, (4, 32, min(args.lengths), d), causal, dtype)
+                     for dtype in dtypes for d in dims for causal in causals]
+        if not args.no_flex:
             from shared.baselines import flex_attention_compiled
             flex = flex_attention_compiled()
-            call(flex, SHORT_POINT, True, dtypes[0], mode)
-            for dtype in dtypes:
-                for d in head_dims:
-                    for n in args.lengths:
-                        for causal in causals:
-                            call(flex, (4, 32, n, d), causal, dtype, mode)
+            jobs.append((mode, "flex attention", flex, SHORT_POINT, True, dtypes[0]))
+            jobs += [(mode, "flex attention", flex, (4, 32, n, d), causal, dtype)
+                     for dtype in dtypes for d in head_dims for n in args.lengths for causal in causals]
+    return jobs
+
+
+def warm_call(fn, shape, causal, dtype, mode):
+    b, h, n, d = shape
+    q, k, v = shared.make_qkv(b, h, n, d, dtype=dtype)
+    if mode == "bwd":
+        q, k, v = (t.requires_grad_(True) for t in (q, k, v))
+        out = fn(q, k, v, causal=causal)
+        torch.autograd.grad(out, (q, k, v), torch.randn_like(out))
+    else:
+        with torch.no_grad():
+            fn(q, k, v, causal=causal)
+    torch.cuda.synchronize()
+
+
+def parse_shard(text):
+    index, count = (int(x) for x in text.split("/"))
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"--shard {text}: want i/k with 0 <= i < k")
+    return index, count
 
 
 def have_gpu():
@@ -318,6 +328,9 @@ def main(argv=None):
     parser.add_argument("--more", action="store_true",
                         help="also the variants left out by default (dq_atomic at step 03's default tiles)")
     parser.add_argument("--list", action="store_true", help="print the variants and configs, do nothing else")
+    parser.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="I/K",
+                        help="with --warm-only: this process checks and warms every K-th variant and call, "
+                             "from the I-th (run K processes, I = 0..K-1)")
     parser.add_argument("--warm-only", action="store_true",
                         help="run the checks and one call per timed kernel variant, time nothing: fills "
                              "Triton's and Inductor's disk caches (run one process per variant in "
@@ -370,8 +383,13 @@ def main(argv=None):
         path.write_text(json.dumps(result, indent=1, default=str))
 
     # ---- 1. correctness: a variant that fails here is not timed
+    to_check = [(mode, name) for mode in parts for name in variants[mode]]
+    if args.warm_only:  # this shard checks (and so compiles the check shapes of) every K-th variant
+        to_check = to_check[args.shard[0]::args.shard[1]]
     for mode in parts:
         for name in list(variants[mode]):
+            if (mode, name) not in to_check:
+                continue
             fn, dims, new_kernel = variants[mode][name]
             dims = tuple(d for d in dims if d in head_dims)
             if not dims:
@@ -397,8 +415,15 @@ def main(argv=None):
     save()
 
     if args.warm_only:
-        warm(args, variants, parts, head_dims, causals, dtypes)
-        print(f"warmed in {time.time() - started:.0f} s")
+        index, count = args.shard
+        jobs = warm_jobs(args, variants, parts, head_dims, causals, dtypes,
+                         step03.flash_attention)[index::count]
+        for mode, name, fn, shape, causal, dtype in jobs:
+            try:
+                warm_call(fn, shape, causal, dtype, mode)
+            except Exception as exc:  # noqa: BLE001  (the timed run's check reports it)
+                print(f"warm {mode} {name} {shape} causal={causal}: {type(exc).__name__}: {str(exc)[:200]}")
+        print(f"shard {index}/{count}: {len(jobs)} warm calls in {time.time() - started:.0f} s")
         return 0
 
     baselines = {"sdpa cudnn": shared.sdpa_backend("cudnn")}
