@@ -54,6 +54,12 @@ def flex_attention_compiled():
     torch._dynamo.config.cache_size_limit = 1000
     if hasattr(torch._dynamo.config, "recompile_limit"):
         torch._dynamo.config.recompile_limit = 1000
+    # The series times a backward by calling autograd.grad again on one forward's graph
+    # (retain_graph=True); a compiled backward that donates its saved buffers refuses that
+    # (seen on an H100, torch 2.11, in benchmarks/hopper_experiments.py). Donation only saves memory.
+    import torch._functorch.config
+    if hasattr(torch._functorch.config, "donated_buffer"):
+        torch._functorch.config.donated_buffer = False
     compiled = torch.compile(flex_attention, dynamic=False)
     masks = {}
 
