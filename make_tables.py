@@ -432,7 +432,49 @@ def train_gpt_table(data):
         "\n\n" + _table(header, body)
 
 
+HOPPER_FAMILIES = {  # column -> the implementations it takes the fastest of (prefixes of their names)
+    "fwd": [("step 03", ("03 flash",)), ("step 03, other tiles", ("03 fwd ",)), ("TMA `tl`", ("tma fwd (",)),
+            ("Gluon", ("gluon fwd",)), ("FlexAttention", ("flex attention",))],
+    "bwd": [("step 03", ("03 flash",)), ("FlexAttention's tiles", ("03 bwd flex",)),
+            ("no-spill tiles", ("03 bwd nospill",)), ("one launch", ("fused bwd",)),
+            ("atomic dQ", ("03 atomic dq",)), ("FlexAttention", ("flex attention",))],
+}
+
+
+def hopper_table(data, mode, follow_up="results/hopper_experiments_16k.json"):
+    """Issue 11's variants against cuDNN, one row per grid point; each row from one run (column 'run')."""
+    runs = [data]
+    if (ROOT / STEP03 / follow_up).exists():
+        runs.append(shared.load_results(ROOT / STEP03 / follow_up))
+    body, seen = [], set()
+    for number, run in enumerate(runs, 1):
+        rows = [r for r in run["rows"] if r["mode"] == mode and r["batch"] == 4]
+        for d, causal, n in sorted({(r["head_dim"], r["causal"], r["n_q"]) for r in rows},
+                                   key=lambda k: (-k[0], k[2], not k[1])):
+            if (d, causal, n) in seen:
+                continue
+            seen.add((d, causal, n))
+            at = [r for r in rows if (r["head_dim"], r["causal"], r["n_q"]) == (d, causal, n)]
+            cudnn = next((r for r in at if r["impl"] == "sdpa cudnn" and r.get("ms")), None)
+            cells = [str(d), "yes" if causal else "no", str(n), str(number),
+                     _fmt(cudnn and cudnn.get("tflops"), "{:.0f}")]
+            for _, prefixes in HOPPER_FAMILIES[mode]:
+                timed = [r for r in at if r.get("ms") and any(r["impl"].startswith(x) for x in prefixes)]
+                best = min(timed, key=lambda r: r["ms"]) if timed else None
+                cells.append(_ratio(cudnn and cudnn["ms"], best and best["ms"]))
+            body.append(cells)
+    env = [f"run {i}: " + shared.env_line(run["env"]) + f" Command: `{run['command']}`." for i, run in
+           enumerate(runs, 1)]
+    caption = ("bf16, B = 4, H = 32. Each cell: cuDNN's time over the implementation's (above 1x: faster than "
+               "cuDNN); a column with several variants shows its fastest at that point. '–': not timed "
+               "(FlexAttention's backward failed in these runs, see the text). Every row comes from one run.")
+    header = ["D", "causal", "N", "run", "cuDNN TFLOP/s"] + [name for name, _ in HOPPER_FAMILIES[mode]]
+    return "\n".join(f"- {line}" for line in env) + "\n\n" + caption + "\n\n" + _table(header, body)
+
+
 STEP03_EXPERIMENTS = [
+    ("results/hopper_experiments.json", "README.md", "hopper_fwd", hopper_table, {"mode": "fwd"}),
+    ("results/hopper_experiments.json", "BACKWARD.md", "hopper_bwd", hopper_table, {"mode": "bwd"}),
     ("results/grid_before_after.json", "README.md", "grid_fwd", grid_before_after_table, {"mode": "fwd"}),
     ("results/variants.json", "README.md", "decode", decode_table, {}),
     ("results/variants.json", "README.md", "varlen", varlen_table, {}),
