@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rerun every benchmark of the series on one CUDA GPU, then regenerate every results table and figure.
 #
-#   bash benchmarks/reproduce.sh            # everything: about 50 minutes on an H100 (estimated, see PARTS)
+#   bash benchmarks/reproduce.sh            # everything on one GPU: about 75 minutes on an H100 (estimated)
 #   bash benchmarks/reproduce.sh --list     # the parts, their commands and expected minutes; runs nothing
 #   bash benchmarks/reproduce.sh --from 4   # resume at part 4 (after a failure)
 #   bash benchmarks/reproduce.sh --out-root scratch/h200  # leave the committed results alone: write
@@ -13,7 +13,9 @@
 # Progress: part i of n, time so far, time left estimated from the parts' expected durations
 # (scaled by how the finished parts compared with theirs); the long sweeps inside a part print
 # their own progress bar. A failed part is reported, the others still run, the exit status is 1.
-# Without a GPU it says so and runs nothing (exit status 1).
+# Without a GPU it says so and runs nothing (exit status 1). Not included: ring attention, which needs
+# two GPUs or more (bash benchmarks/run_ring_attention.sh), and the compute-sanitizer run
+# (bash benchmarks/sanitize.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +34,11 @@ PARTS=(
   "180|step 03: backward tile sweep (backward_sweep.json)|python 03_advanced_optimizations/tune_backward.py --out-dir 03_advanced_optimizations/results"
   "480|step 03: autotuned kernel vs SDPA, fp16+bf16 (confirm3.json)|python 03_advanced_optimizations/tune_forward.py --stage 3 --out-dir 03_advanced_optimizations/results"
   "60|step 03: naive PyTorch out of memory (naive_oom.json)|python benchmarks/naive_oom.py --out-dir 03_advanced_optimizations/results"
+  "240|step 03: decoding, packed batches, windows (variants.json)|python 03_advanced_optimizations/bench_variants.py --out-dir 03_advanced_optimizations/results"
+  "60|step 03: host cost of one call (host_cost.json)|python 03_advanced_optimizations/host_cost.py --out-dir 03_advanced_optimizations/results"
+  "420|step 03: model path and large grid against the previous version (model_path.json, grid_before_after.json)|bash benchmarks/make_baseline.sh && python 03_advanced_optimizations/bench_model_path.py --before .baseline/flash_attention_before.py --profile --grid --out-dir 03_advanced_optimizations/results"
+  "600|step 03: Hopper variants against cuDNN and Flex (hopper_experiments.json)|python benchmarks/hopper_experiments.py --budget-s 540 --out-dir 03_advanced_optimizations/results"
+  "180|profiling: every step's kernel under ncu (04_profiling/results/ncu)|bash benchmarks/profile_ncu.sh scratch/ncu && cp scratch/ncu/{kernels.json,ncu_details.csv,ncu_raw.csv,profile.log,summary.json} 04_profiling/results/ncu/"
   # ---- last: every table and figure from the files above ----
   "60|tables and figures (make_tables.py)|python make_tables.py && python make_tables.py --check"
 )
