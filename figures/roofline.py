@@ -15,7 +15,8 @@ bandwidth x I). The ceilings drawn:
     67 TFLOP/s, HBM3 3.35 TB/s.
 
 One point per step at one shape that every results file has: fp16, B=4, H=32,
-N=4096, D=128, not causal (step 03's backward was measured at D=128 only). The
+N=4096, D=128, not causal (step 03's backward was measured at D=128 only); the Gluon kernel
+and cuDNN beside it at the same shape in bf16 (results/hopper_experiments.json: that run had no fp16). The
 intensity of a filled point is ``attention_flops / attention_min_bytes``: the
 FLOPs attention needs over the bytes it must move (read Q, K, V once, write O
 once; backward: read Q, K, V, O, dO, write dQ, dK, dV). Steps 01 and 02 also get a
@@ -46,7 +47,11 @@ POINTS = [
     ("02 vectorized", "02_vectorized_attention/results/results.json", "02 vectorized", "fwd"),
     ("03 flash forward", "03_advanced_optimizations/results/forward.json", "03 flash", "fwd"),
     ("03 flash backward", "03_advanced_optimizations/results/backward.json", "03 flash", "bwd"),
+    # Section 7's second round ran in bf16 only (same bytes per element): the Gluon kernel and cuDNN from one run
+    ("Gluon forward (bf16)", "03_advanced_optimizations/results/hopper_experiments.json", "gluon fwd", "fwd"),
+    ("cuDNN forward (bf16, same run)", "03_advanced_optimizations/results/hopper_experiments.json", "sdpa cudnn", "fwd"),
 ]
+DTYPE_OF = {"hopper_experiments.json": "bfloat16"}  # files measured in another dtype than SHAPE's
 CEILINGS_FROM = "02_vectorized_attention/results/results.json"  # meta.ceilings, measured beside step 02
 SPEC = {  # NVIDIA H100 SXM5 80 GB datasheet (dense, i.e. without 2:4 sparsity)
     "fp16 tensor cores": 989.0,  # TFLOP/s
@@ -58,7 +63,8 @@ OUT = Path(__file__).resolve().parent / "roofline.png"
 
 def find_row(path, impl, mode):
     data = shared.load_results(ROOT / path)
-    rows = shared.select(data["rows"], impl=impl, mode=mode, **SHAPE)
+    shape = {**SHAPE, "dtype": DTYPE_OF.get(Path(path).name, SHAPE["dtype"])}
+    rows = shared.select(data["rows"], impl=impl, mode=mode, **shape)
     if len(rows) != 1 or not rows[0].get("tflops"):
         raise SystemExit(f"{path}: expected one measured {impl} {mode} row at {SHAPE}, found {len(rows)}")
     return data["env"], rows[0]
@@ -114,9 +120,11 @@ def draw(path=OUT):
         color = shared.COLORS.get(p["impl"], "k")
         marker = "s" if "backward" in p["label"] else "o"
         ax.plot(p["intensity_min"], p["tflops"], marker=marker, ms=9, color=color, ls="none")
+        left = "bf16" in p["label"]  # the second-round points sit on top of step 03's: labels to the left
+        offset = (-10, 6 if "cuDNN" in p["label"] else -10) if left else (8, -12 if "backward" in p["label"] else 4)
         ax.annotate(f"{p['label']}: {p['tflops']:.1f} TFLOP/s", (p["intensity_min"], p["tflops"]),
-                    textcoords="offset points", xytext=(8, -12 if "backward" in p["label"] else 4), fontsize=8,
-                    color=color)
+                    textcoords="offset points", xytext=offset, fontsize=8, color=color,
+                    ha="right" if left else "left")
         if "intensity_requested" in p:
             ax.plot(p["intensity_requested"], p["tflops"], marker="o", ms=9, mfc="white", color=color, ls="none")
             ax.annotate("", xy=(p["intensity_requested"] * 1.15, p["tflops"]),
