@@ -232,7 +232,8 @@ def flash_attention_gluon_kernel(
         # previous iteration) and Q K_{j+1}^T. Retire both: O is rescaled next, and S_{j+1} is
         # the next iteration's input. (Waiting for one at a time, wait(1) then wait(1), is the
         # finer schedule, but ptxas 12.x then serializes every wgmma of the kernel, warning
-        # C7514: it cannot prove which group a wait(1) retired across the loop's back edge.)
+        # C7514 about "non wgmma instructions reading accumulator registers" inside a pipeline
+        # stage; our reading: it cannot tell which group a wait(1) retired across the back edge.)
         s, o = warpgroup_mma_wait(0, deps=(s_tok, acc))
         o = o * gl.expand_dims(gl.convert_layout(alpha, o_rows), 1)
         cur = j % STAGES
@@ -760,8 +761,8 @@ def main(argv=None):
 # What the pipelined kernel has of FlashAttention-3: TMA loads into a ring with mbarriers,
 # async wgmma for both products, P in registers, and the intra-warpgroup overlap (the next
 # Q K^T and the previous P V in flight during each softmax). What it does not have: the finer
-# wait(1) schedule (ptxas serializes every wgmma of the kernel when it cannot prove which group
-# a wait(1) retires; `--compile-only` prints its C7514 warning if a change brings it back);
+# wait(1) schedule (ptxas then serializes every wgmma of the kernel with warning C7514;
+# `--compile-only` prints it if a change brings it back);
 # FA3's ping-pong of two consumer warpgroups (ordered by named barriers); a persistent tile
 # scheduler; FP8.
 #
