@@ -3,6 +3,7 @@
     python benchmarks/stress_step_inputs.py --out stress.json                # 2000 calls per step
     python benchmarks/stress_step_inputs.py --steps 02 --calls 500 --seed 1 --out stress.json
     python benchmarks/stress_step_inputs.py --workers 8 --max-seconds 120 --out stress.json
+    python benchmarks/stress_step_inputs.py --steps 03 --head-dims 64 80 128 --workers 12 --out s.json
 
 Each call draws batch, heads, Nq and Nk (log-uniform, 1 to --max-len), a head dim,
 a dtype, a memory layout per tensor (shared.LAYOUTS: transposed, sliced, stride-0
@@ -30,7 +31,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -148,9 +149,15 @@ def stress(target, calls, warmup, max_len, rng, deadline):
             "memory_growth_bytes": growth, "memory_flat": growth == 0, "failures": failures}
 
 
-def stress_worker(step, calls, warmup, max_len, seed, worker, deadline):
+def target_for(step, head_dims):
+    """TARGETS[step], drawing only `head_dims` if given (fewer kernel variants to compile)."""
+    return replace(TARGETS[step], head_dims=tuple(head_dims)) if head_dims else TARGETS[step]
+
+
+def stress_worker(step, calls, warmup, max_len, seed, worker, deadline, head_dims=None):
     """One worker process's row (its own random draws; memory checked in its own process)."""
-    return stress(TARGETS[step], calls, warmup, max_len, random.Random(seed * 1000 + worker), deadline)
+    return stress(target_for(step, head_dims), calls, warmup, max_len, random.Random(seed * 1000 + worker),
+                  deadline)
 
 
 def combine(rows):
@@ -169,14 +176,14 @@ def combine(rows):
 def run_step(step, args):
     deadline = time.time() + args.max_seconds
     if args.workers == 1:
-        return stress(TARGETS[step], args.calls, args.warmup, args.max_len, random.Random(f"{args.seed}-{step}"),
-                      deadline)
+        return stress(target_for(step, args.head_dims), args.calls, args.warmup, args.max_len,
+                      random.Random(f"{args.seed}-{step}"), deadline)
     import multiprocessing
 
     calls = math.ceil(args.calls / args.workers)
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        rows = pool.starmap(stress_worker, [(step, calls, args.warmup, args.max_len, args.seed, w, deadline)
-                                            for w in range(args.workers)])
+        rows = pool.starmap(stress_worker, [(step, calls, args.warmup, args.max_len, args.seed, w, deadline,
+                                             args.head_dims) for w in range(args.workers)])
     return combine(rows)
 
 
@@ -192,6 +199,9 @@ def main(argv=None):
     parser.add_argument("--max-seconds", type=float, default=480,
                         help="stop starting calls of a step after this long (default 480: "
                              "one 10-minute device call for one step)")
+    parser.add_argument("--head-dims", type=int, nargs="+", default=None,
+                        help="draw only these head dims (default: each step's own range); fewer head dims "
+                             "compile fewer kernel variants, so more calls fit in --max-seconds")
     parser.add_argument("--workers", type=int, default=1,
                         help="processes sharing the GPU, each with its own draws (default 1)")
     parser.add_argument("--out", type=Path, help="write the JSON summary here")
@@ -212,7 +222,7 @@ def main(argv=None):
     if args.out:
         given = sys.argv[1:] if argv is None else argv
         command = " ".join(["python benchmarks/stress_step_inputs.py", *given])
-        print(f"wrote {shared.save_results(args.out, rows, command=command, seed=args.seed, workers=args.workers)}")
+        print(f"wrote {shared.save_results(args.out, rows, command=command, seed=args.seed, workers=args.workers, head_dims=args.head_dims)}")
     failed = any(r["exception"] or r["nan_or_inf"] or r["mismatch"] or not r["memory_flat"] for r in rows)
     return 1 if failed else 0
 
