@@ -18,8 +18,8 @@ FlashAttention-3 does: a producer warp for the TMA loads, two consumer warpgroup
 kernel stays the teaching kernel and the fallback for everything else; nothing here falls
 back to it silently.
 
-Measured (H100, bf16, B=4, H=32; results/hopper_experiments*.json, README section 7): 0.79x to
-0.88x of cuDNN's time at head dim 128, 1.04x to 1.12x the `tl` kernel; at head dim 64 slower
+Measured (H100, bf16, B=4, H=32; results/hopper_experiments*.json, README section 7): it runs at
+0.79x to 0.88x of cuDNN's speed at head dim 128, 1.04x to 1.12x the `tl` kernel's; at head dim 64 slower
 than the `tl` kernel (0.71x to 0.81x of cuDNN against 0.91x to 0.95x). The ws kernel passes
 the check and was not timed.
 
