@@ -6,7 +6,7 @@ source "$(dirname "$0")/device_common.sh"
 python3 -c "import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name())" >> "$OUT/gpu.txt"
 cat "$OUT/gpu.txt"
 AUX="$OUT/aux"; mkdir -p "$AUX"; mv "$OUT/gpu.txt" "$AUX/"
-ARGS="--lengths 4096 16384"
+ARGS=${HOPPER_ARGS:-"--lengths 4096 16384"}  # e.g. HOPPER_ARGS="--lengths 2048 4096 16384 --dtype bfloat16 float16"
 K=12
 # 1. compile everything the timed run launches (no timing yet), and meanwhile more stress calls at low priority
 (nice -n 19 timeout 160 python3 benchmarks/stress_step_inputs.py --steps 03 --workers 3 --max-seconds 140 \
@@ -22,6 +22,6 @@ done
 wait "${pids[@]}"; echo "warm done at $SECONDS s"; grep -h "FAIL\|^warm \|shard" "$AUX"/warm*.log | head -40
 wait $stress; tail -3 "$AUX/stress03.log"
 # 2. the timed run: checks (cache-hot), the short point, then the grid until the budget is spent
-timeout 330 python3 benchmarks/hopper_experiments.py $ARGS --budget-s 260 --out-dir "$OUT" > "$AUX/hopper.log" 2>&1
+timeout 330 python3 benchmarks/hopper_experiments.py $ARGS --budget-s ${BUDGET:-260} --out-dir "$OUT" > "$AUX/hopper.log" 2>&1
 echo "hopper rc=$? at $SECONDS s"; grep -E "^check|FAIL" "$AUX/hopper.log" | head -30; sed -n '/^summary/,$p' "$AUX/hopper.log"
 rm -rf "$AUX"/warm*/; tar czf "$OUT/aux.tgz" -C "$AUX" . && rm -rf "$AUX"; ls -la "$OUT"
