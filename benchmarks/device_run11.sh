@@ -22,6 +22,6 @@ done
 wait "${pids[@]}"; echo "warm done at $SECONDS s"; grep -h "FAIL\|^warm \|shard" "$AUX"/warm*.log | head -40
 wait $stress; tail -3 "$AUX/stress03.log"
 # 2. the timed run: checks (cache-hot), the short point, then the grid until the budget is spent
-timeout 330 python3 benchmarks/hopper_experiments.py $ARGS --budget-s ${BUDGET:-260} --out-dir "$OUT" > "$AUX/hopper.log" 2>&1
+timeout $(( ${BUDGET:-260} + 70 )) python3 benchmarks/hopper_experiments.py $ARGS --budget-s ${BUDGET:-260} --out-dir "$OUT" > "$AUX/hopper.log" 2>&1
 echo "hopper rc=$? at $SECONDS s"; grep -E "^check|FAIL" "$AUX/hopper.log" | head -30; sed -n '/^summary/,$p' "$AUX/hopper.log"
 rm -rf "$AUX"/warm*/; tar czf "$OUT/aux.tgz" -C "$AUX" . && rm -rf "$AUX"; ls -la "$OUT"
