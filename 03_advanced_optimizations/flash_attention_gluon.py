@@ -14,7 +14,9 @@ language, shipped with Triton 3.6), so that each of those decisions is in the so
     through shared memory.
 It is forward only, Hopper (sm_90) only, fp16/bf16, head dim 64 or 128, Nq == Nk, causal
 (top-left) or not, any N. A second kernel (`--kernel ws`, experimental) splits the work as
-FlashAttention-3 does: a producer warp for the TMA loads, two consumer warpgroups. The `tl`
+FlashAttention-3 does: a producer warp for the TMA loads, two consumer warpgroups. A third
+(`--kernel fa3order`, experimental) is the first with FlashAttention-3's wait order: one
+product retired at a time (wait(1)), the softmax beside P V only. The `tl`
 kernel stays the teaching kernel and the fallback for everything else; nothing here falls
 back to it silently.
 
@@ -39,6 +41,7 @@ Run it (Hopper GPU; torch with CUDA, Triton 3.6):
     python flash_attention_gluon.py --bench           # TFLOP/s beside step 03's tl kernel and cuDNN
     python flash_attention_gluon.py                   # both
     timeout 300 python flash_attention_gluon.py --kernel ws --check   # the warp-specialized kernel
+    python flash_attention_gluon.py --kernel fa3order --check         # FlashAttention-3's wait order
 Offline (no GPU: compile for sm_90 and read the PTX; Triton 3.6 on PYTHONPATH):
     TRITON_INTERPRET=0 PYTHONPATH=/path/to/triton36 python flash_attention_gluon.py --compile-only
 Without a Hopper GPU, --check and --bench say so in one line and exit 0.
@@ -297,6 +300,133 @@ def store_rows(o, m_i, l_i, o_ptr, lse_ptr, row0, off_m, seqlen,
     gl.store(o_ptr + offs, o_out, mask=gl.expand_dims(rows < seqlen, 1))
 
 
+# ----------------------------------------------------------------------------- kernel, FA3's wait order
+# The same math as flash_attention_gluon_kernel, products issued and retired in the order of
+# FlashAttention-3's consumer loop (hopper/mainloop_fwd_sm90_tma_gmma_ws.hpp), one group at a
+# time. P_j and alpha_j come from the previous iteration's softmax:
+#
+#     S_0 = Q K_0^T, waited;  P_0, alpha_0 = online_softmax(S_0)
+#     for j in 0 .. T-2:
+#         wait(0): P_{j-1} V_{j-1} is done (nothing in flight when j = 0)
+#         issue S_{j+1} = Q K_{j+1}^T                      # group 1
+#         O = O * alpha_j;  issue O += P_j V_j             # group 2; the rescale overlaps group 1
+#         wait(1): S_{j+1} is done (groups retire in order), P_j V_j still runs
+#         P_{j+1}, alpha_{j+1} = online_softmax(S_{j+1})   # overlaps P_j V_j
+#     wait(0);  O = O * alpha_{T-1};  O += P_{T-1} V_{T-1}, waited
+#
+# Every wait retires the same groups on every path into it, and ptxas keeps the wgmmas
+# asynchronous (no C7514). The wait(0) is at the top of the iteration, not after the softmax
+# where FlashAttention-3 writes it: ptxas moves a wgmma wait up its basic block past the
+# arithmetic before it, and after a softmax it lands before the exp2s (in the SASS of the
+# default kernel too, `cuobjdump -sass`); the loop's back edge keeps it in place.
+@gluon.jit
+def after_issue(x):
+    """x (fp32) through a volatile `mov`: it stays after the asm before it (a wgmma issue), and so does
+    what reads it; the compilers are otherwise free to move arithmetic above an issue."""
+    return gl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [x], dtype=gl.float32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def flash_attention_gluon_fa3order_kernel(
+    q_desc, k_desc, v_desc, o_ptr, lse_ptr, seqlen, qk_scale,  # as flash_attention_gluon_kernel
+    CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+    STAGES: gl.constexpr, num_warps: gl.constexpr,
+):
+    dtype: gl.constexpr = q_desc.dtype
+    if CAUSAL:
+        pid_m = gl.num_programs(0) - 1 - gl.program_id(0)
+    else:
+        pid_m = gl.program_id(0)
+    off_m = pid_m * BLOCK_M
+    row0 = gl.program_id(1) * seqlen
+
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                       instr_shape=[16, BLOCK_N, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                       instr_shape=[16, HEAD_DIM, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    s_rows: gl.constexpr = gl.SliceLayout(1, s_layout)
+    o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
+
+    q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, HEAD_DIM], q_desc.layout)
+    k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
+    v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], v_desc.layout)
+    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    k_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_bar, count=1)
+    for i in gl.static_range(STAGES):
+        mbarrier.init(k_bars.index(i), count=1)
+        mbarrier.init(v_bars.index(i), count=1)
+
+    if CAUSAL:
+        hi = gl.minimum(seqlen, off_m + BLOCK_M)
+        mask_from = gl.minimum(seqlen, off_m + 1)
+    else:
+        hi = seqlen
+        mask_from = seqlen
+    n_tiles = gl.cdiv(hi, BLOCK_N)
+
+    mbarrier.expect(q_bar, q_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(q_desc, [row0 + off_m, 0], q_bar, q_smem)
+    for i in gl.static_range(STAGES):
+        load_kv_tile(k_desc, row0 + i * BLOCK_N, k_bars, k_smem, i, i < n_tiles)
+        load_kv_tile(v_desc, row0 + i * BLOCK_N, v_bars, v_smem, i, i < n_tiles)
+
+    m_i = gl.full([BLOCK_M], float("-inf"), gl.float32, layout=s_rows)
+    l_i = gl.full([BLOCK_M], 0.0, gl.float32, layout=s_rows)
+    s_zero = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
+    # O += P V is a token across the back edge, as in the default kernel.
+    acc = warpgroup_mma_init(gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout))
+
+    mbarrier.wait(q_bar, 0)
+    mbarrier.wait(k_bars.index(0), 0)
+    s_tok = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+    s = warpgroup_mma_wait(0, deps=(s_tok, ))
+    load_kv_tile(k_desc, row0 + STAGES * BLOCK_N, k_bars, k_smem, 0, STAGES < n_tiles)
+    p, alpha, m_i, l_i = online_softmax(s, m_i, l_i, 0, mask_from, seqlen, off_m, qk_scale,
+                                        CAUSAL, BLOCK_M, BLOCK_N, s_layout)
+
+    for j in range(0, n_tiles - 1):
+        nxt = (j + 1) % STAGES
+        cur = j % STAGES
+        # P_{j-1} V_{j-1} (none when j = 0) is the only group in flight: retire it here, at the top
+        # of the iteration rather than at the end of the last one, where ptxas hoists the wait
+        # above the softmax (it schedules a wgmma wait like an instruction with no inputs).
+        o = warpgroup_mma_wait(0, deps=(acc, ))
+        prev = (j + STAGES - 1) % STAGES
+        load_kv_tile(v_desc, row0 + (j - 1 + STAGES) * BLOCK_N, v_bars, v_smem, prev,
+                     (j >= 1) & (j - 1 + STAGES < n_tiles))  # V_{j-1} read: its slot takes V_{j-1+STAGES}
+        p_op = gl.convert_layout(p.to(dtype), p_layout)
+        mbarrier.wait(k_bars.index(nxt), ((j + 1) // STAGES) & 1)
+        s_tok = warpgroup_mma(q_smem, k_smem.index(nxt).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        # The rescale reads alpha through a volatile asm so that LLVM does not hoist it above the
+        # Q K^T issue: it runs while that product does.
+        o = o * gl.expand_dims(after_issue(gl.convert_layout(alpha, o_rows)), 1)
+        mbarrier.wait(v_bars.index(cur), (j // STAGES) & 1)
+        acc = warpgroup_mma(p_op, v_smem.index(cur), o, is_async=True)
+        # Two groups in flight, S_{j+1}'s first: wait(1) retires it and leaves P_j V_j running.
+        s = warpgroup_mma_wait(1, deps=(s_tok, ))
+        load_kv_tile(k_desc, row0 + (j + 1 + STAGES) * BLOCK_N, k_bars, k_smem, nxt,
+                     j + 1 + STAGES < n_tiles)  # K_{j+1} read: its slot takes K_{j+1+STAGES}
+        p, alpha, m_i, l_i = online_softmax(s, m_i, l_i, (j + 1) * BLOCK_N, mask_from, seqlen, off_m, qk_scale,
+                                            CAUSAL, BLOCK_M, BLOCK_N, s_layout)
+
+    j_last = n_tiles - 1
+    cur = j_last % STAGES
+    o = warpgroup_mma_wait(0, deps=(acc, ))
+    o = o * gl.expand_dims(gl.convert_layout(alpha, o_rows), 1)
+    mbarrier.wait(v_bars.index(cur), (j_last // STAGES) & 1)
+    acc = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_smem.index(cur), o, is_async=True)
+    o = warpgroup_mma_wait(0, deps=(acc, ))
+
+    mbarrier.invalidate(q_bar)
+    for i in gl.static_range(STAGES):
+        mbarrier.invalidate(k_bars.index(i))
+        mbarrier.invalidate(v_bars.index(i))
+    store_rows(o, m_i, l_i, o_ptr, lse_ptr, row0, off_m, seqlen, BLOCK_M, HEAD_DIM, num_warps)
+
+
 # ----------------------------------------------------------------------------- kernel, warp-specialized
 # FlashAttention-3's division of labour, in three partitions of one program (128 query rows):
 #
@@ -497,7 +627,7 @@ def ws_config(head_dim):
     return (128, 64, 3, 4) if head_dim == 64 else (128, 64, 3, 4)
 
 
-KERNELS = ("pipelined", "ws")  # flash_attention_gluon_kernel, flash_attention_gluon_ws_kernel
+KERNELS = ("pipelined", "ws", "fa3order")  # flash_attention_gluon_kernel, ..._ws_kernel, ..._fa3order_kernel
 
 
 def make_launch(q, k, v, causal=False, scale=None, config=None, kernel="pipelined"):
@@ -505,7 +635,7 @@ def make_launch(q, k, v, causal=False, scale=None, config=None, kernel="pipeline
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     batch, heads, n, d = q.shape
-    block_m, block_n, stages, warps = config or (forward_config(d) if kernel == "pipelined" else ws_config(d))
+    block_m, block_n, stages, warps = config or (ws_config(d) if kernel == "ws" else forward_config(d))
     gdt = gl.float16 if q.dtype == torch.float16 else gl.bfloat16
     q2, k2, v2 = (t.contiguous().view(batch * heads * n, d) for t in (q, k, v))  # no copy if contiguous
     q_layout = gl.NVMMASharedLayout.get_default_for([block_m, d], gdt)
@@ -520,7 +650,8 @@ def make_launch(q, k, v, causal=False, scale=None, config=None, kernel="pipeline
     args = (q_desc, k_desc, v_desc, o, lse, n, qk_scale)
     meta = dict(CAUSAL=bool(causal), BLOCK_M=block_m, BLOCK_N=block_n, HEAD_DIM=d, STAGES=stages,
                 num_warps=warps)
-    jit_fn = flash_attention_gluon_kernel if kernel == "pipelined" else flash_attention_gluon_ws_kernel
+    jit_fn = {"pipelined": flash_attention_gluon_kernel, "ws": flash_attention_gluon_ws_kernel,
+              "fa3order": flash_attention_gluon_fa3order_kernel}[kernel]
     return jit_fn, grid, args, meta, (o, lse)
 
 
@@ -531,8 +662,9 @@ def flash_attention_gluon_forward(q, k, v, causal=False, scale=None, *, config=N
     Hopper GPU. ``causal=True`` is top-left (SDPA's ``is_causal``). ``o``: (B, H, N, D)
     contiguous, q's dtype; ``lse``: float32 (B, H, N), natural log of sum_j exp(scale q_i.k_j).
     Non-contiguous inputs are copied once (the TMA descriptors want (B*H*N, D) rows).
-    ``kernel``: "pipelined" (flash_attention_gluon_kernel, the default) or "ws" (the
-    warp-specialized flash_attention_gluon_ws_kernel).
+    ``kernel``: "pipelined" (flash_attention_gluon_kernel, the default), "fa3order"
+    (flash_attention_gluon_fa3order_kernel: FlashAttention-3's wait order, same tiles) or "ws"
+    (the warp-specialized flash_attention_gluon_ws_kernel).
     """
     check_inputs(q, k, v, causal, scale)
     reason = gluon_unavailable_reason(q.device)
@@ -561,7 +693,7 @@ def check(kernel="pipelined"):
     print(f"Correctness of the Gluon forward ({kernel}) against the float64 reference (B=2, H=3):")
     passed = True
     # The benchmark times both tile shapes of the pipelined kernel, so both are checked.
-    configs = (None, ALT_CONFIG) if kernel == "pipelined" else (None, )
+    configs = (None, ALT_CONFIG) if kernel in ("pipelined", "fa3order") else (None, )
     cases = itertools.product(configs, CHECK_LENGTHS, HEAD_DIMS, (False, True), DTYPES)
     for config, n, d, causal, dtype in cases:
         label = (f"{'default' if config is None else f'{config[0]}x{config[1]}':<8} N={n:<5} D={d:<4} "
@@ -600,13 +732,13 @@ def benchmark(out_dir, lengths=(4096, 16384), head_dims=HEAD_DIMS, dtypes=DTYPES
               kernel="pipelined"):
     """Time Gluon, step 03's tl forward and cuDNN (SDPA) on (4, 32, N, D); print TFLOP/s and ratios.
 
-    Columns "gluon" and "gluon n64": the pipelined kernel's default and 128x64 tiles; with
-    ``kernel="ws"`` the warp-specialized kernel in both (its one tile shape)."""
+    Columns "gluon" and "gluon n64": the chosen kernel's default and 128x64 tiles (pipelined or
+    fa3order); with ``kernel="ws"`` the warp-specialized kernel in both (its one tile shape)."""
     import triton.testing
 
     tl_forward = shared.load_step("03").flash_attention_forward
     cudnn = shared.sdpa_backend("cudnn")
-    alt = ALT_CONFIG if kernel == "pipelined" else None
+    alt = None if kernel == "ws" else ALT_CONFIG
     impls = {"gluon": lambda q, k, v, c: flash_attention_gluon_forward(q, k, v, causal=c, kernel=kernel),
              "gluon n64": lambda q, k, v, c: flash_attention_gluon_forward(q, k, v, causal=c, config=alt,
                                                                          kernel=kernel),
@@ -682,6 +814,7 @@ def compile_only(dump=None, only=None):
         for dtype in DTYPES:
             variants = [("pipelined", causal, config) for config in (None, ALT_CONFIG)
                         for causal in (False, True)]
+            variants += [("fa3order", causal, config) for config in (None, ALT_CONFIG) for causal in (False, True)]
             variants += [("ws", False, None), ("ws", True, None)]
             for kernel_name, causal, config in variants:
                 q, k, v = (torch.empty(2, 3, 1025, d, dtype=dtype) for _ in range(3))
@@ -732,7 +865,8 @@ def main(argv=None):
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="where forward_gluon.json goes (default: scratch/03_advanced_optimizations/)")
     parser.add_argument("--kernel", choices=KERNELS, default="pipelined",
-                        help="pipelined (default) or ws: the warp-specialized kernel (experimental: ptxas "
+                        help="pipelined (default); fa3order: the same tiles with FlashAttention-3's wait "
+                             "order (experimental); or ws: the warp-specialized kernel (experimental: ptxas "
                              "serializes its wgmmas; run it under `timeout`)")
     parser.add_argument("--compile-only", action="store_true",
                         help="no GPU: compile every variant for sm_90 (TRITON_INTERPRET=0, Triton 3.6)")
@@ -767,7 +901,8 @@ def main(argv=None):
 # async wgmma for both products, P in registers, and the intra-warpgroup overlap (the next
 # Q K^T and the previous P V in flight during each softmax). What it does not have: the finer
 # wait(1) schedule (ptxas then serializes every wgmma of the kernel with warning C7514;
-# `--compile-only` prints it if a change brings it back);
+# `--compile-only` prints it if a change brings it back; `--kernel fa3order` has it, in
+# FlashAttention-3's order, which compiles without the warning);
 # FA3's ping-pong of two consumer warpgroups (ordered by named barriers); a persistent tile
 # scheduler; FP8.
 #
