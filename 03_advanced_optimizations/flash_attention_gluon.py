@@ -7,9 +7,10 @@ language, shipped with Triton 3.6), so that each of those decisions is in the so
   * Q, K and V tiles come in by TMA (one instruction per tile, no address arithmetic in the
     threads) into a ring of shared-memory buffers, each guarded by an mbarrier;
   * both products are asynchronous warpgroup MMAs (wgmma), and the loop is software-pipelined
-    by hand: the next tile's S = Q K^T is issued before this tile's softmax, and this tile's
-    O += P V is still running when the next iteration's softmax starts (FlashAttention-3's
-    "intra-warpgroup overlap"): the exp2s run while both products are on the tensor cores;
+    by hand in the source: the next tile's S = Q K^T is issued before this tile's softmax, and
+    the wait for both products comes after it. But ptxas moves that wait (SASS
+    `WARPGROUP.DEPBAR.LE gsb0, 0x0`) above the softmax's exp2s, so in the code that runs the
+    softmax overlaps no product (checked in the SASS of every variant; see "takeaways");
   * P goes from the softmax to the second product in registers (a dot-operand layout), never
     through shared memory.
 It is forward only, Hopper (sm_90) only, fp16/bf16, head dim 64 or 128, Nq == Nk, causal
@@ -236,9 +237,10 @@ def flash_attention_gluon_kernel(
         p, alpha, m_i, l_i = online_softmax(s, m_i, l_i, start_n, mask_from, seqlen, off_m, qk_scale,
                                             CAUSAL, BLOCK_M, BLOCK_N, s_layout)
 
-        # That softmax ran while two products were in flight: P_{j-1} V_{j-1} (issued by the
-        # previous iteration) and Q K_{j+1}^T. Retire both: O is rescaled next, and S_{j+1} is
-        # the next iteration's input. (Waiting for one at a time, wait(1) then wait(1), is the
+        # In the source, that softmax runs while two products are in flight: P_{j-1} V_{j-1}
+        # (issued by the previous iteration) and Q K_{j+1}^T. ptxas, though, moves this wait
+        # above the softmax's exp2s (the SASS shows WARPGROUP.DEPBAR before every MUFU.EX2), so
+        # nothing overlaps. Retire both: O is rescaled next, and S_{j+1} is the next input. (Waiting for one at a time, wait(1) then wait(1), is the
         # finer schedule, but ptxas 12.x then serializes every wgmma of the kernel, warning
         # C7514 about "non wgmma instructions reading accumulator registers" inside a pipeline
         # stage; our reading: it cannot tell which group a wait(1) retired across the back edge.)
@@ -898,8 +900,11 @@ def main(argv=None):
 
 # ----------------------------------------------------------------------------- takeaways
 # What the pipelined kernel has of FlashAttention-3: TMA loads into a ring with mbarriers,
-# async wgmma for both products, P in registers, and the intra-warpgroup overlap (the next
-# Q K^T and the previous P V in flight during each softmax). What it does not have: the finer
+# async wgmma for both products, P in registers. The intra-warpgroup overlap is written in the
+# source (the next Q K^T and the previous P V in flight during each softmax), but ptxas hoists
+# the wait_group 0 above the softmax, so the SASS has none of it. `--kernel fa3order` puts the
+# wait at the top of the next iteration, behind the loop's back edge, where ptxas leaves it:
+# its softmax overlaps P V in the SASS. What the pipelined kernel does not have: the finer
 # wait(1) schedule (ptxas then serializes every wgmma of the kernel with warning C7514;
 # `--compile-only` prints it if a change brings it back; `--kernel fa3order` has it, in
 # FlashAttention-3's order, which compiles without the warning);

@@ -61,7 +61,9 @@ FUSED_CONFIGS = {64: {"": None}, 128: {"": None, " flex": (64, 128, 128, 64, 8, 
 WS = False  # warp_specialize: Triton 3.6 leaves the Hopper loop as it is (8 warps) or fails (4 warps)
 
 
-GLUON_CONFIGS = {"gluon fwd": None, "gluon fwd 128x64": (128, 64, 3, 8)}  # None: the module's table
+# name -> (config, kernel); config None: the module's table. fa3order: FA-3's wait order (not yet run on a GPU)
+GLUON_CONFIGS = {"gluon fwd": (None, "pipelined"), "gluon fwd 128x64": ((128, 64, 3, 8), "pipelined"),
+                 "gluon fwd fa3order": (None, "fa3order"), "gluon fwd fa3order 128x64": ((128, 64, 3, 8), "fa3order")}
 
 
 def build_variants(step03, tma, gluon=None):
@@ -143,9 +145,9 @@ def build_variants(step03, tma, gluon=None):
             add(bwd, f"fused bwd{label}", fused(c), d, True)
     add(fwd, "tma fwd auto", tma_fwd(None), SHORT_POINT[3], True)
     if gluon is not None:  # Hopper only, MHA only (Nq == Nk): checked on such shapes (check_shapes)
-        for name, c in GLUON_CONFIGS.items():
-            fn = (lambda c: lambda q, k, v, causal=False, scale=None: gluon.flash_attention_gluon_forward(
-                q, k, v, causal=causal, config=c)[0])(c)
+        for name, (c, kernel) in GLUON_CONFIGS.items():
+            fn = (lambda c, kernel: lambda q, k, v, causal=False, scale=None: gluon.flash_attention_gluon_forward(
+                q, k, v, causal=causal, config=c, kernel=kernel)[0])(c, kernel)
             for d in (64, 128):
                 add(fwd, name, fn, d, True)
     bwd_extra = {f"03 atomic dq default D{d}": (bwd_config(None, atomic=True), (d,), False)
