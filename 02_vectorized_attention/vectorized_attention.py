@@ -115,16 +115,53 @@ def vectorized_attention_kernel(
     n_k,  # Nk: number of keys
     head_dim,  # D: the real head dim; BLOCK_D is D rounded up to a power of two
     scale,  # softmax scale, usually 1/sqrt(D)
+    n_q,  # Nq: number of query rows, read only with PAIR_ROWS (last: the others keep their places)
     CAUSAL: tl.constexpr,  # mask keys j > i (compiled as a separate kernel)
     BLOCK_N: tl.constexpr,  # keys per block: rows of the K and V tiles (see block_n_for)
     BLOCK_D: tl.constexpr,  # lanes per row: tl.arange needs a power of two
     LOOP_STAGES: tl.constexpr = 0,  # 0: plain loop (the default); k > 0: tl.range(..., num_stages=k)
+    PAIR_ROWS: tl.constexpr = False,  # False: one row per program (the default); True: rows i and Nq-1-i
 ):
     row = tl.program_id(0)  # which query row i
     bh = tl.program_id(1)  # which (batch, head) pair
     batch = bh // n_heads
     head = bh % n_heads
 
+    attention_row(row, batch, head, q_ptr, k_ptr, v_ptr, o_ptr,
+                  stride_qb, stride_qh, stride_qn, stride_qd,
+                  stride_kb, stride_kh, stride_kn, stride_kd,
+                  stride_vb, stride_vh, stride_vn, stride_vd,
+                  stride_ob, stride_oh, stride_on, stride_od,
+                  n_k, head_dim, scale, CAUSAL, BLOCK_N, BLOCK_D, LOOP_STAGES)
+    # An experiment, off by default (benchmarks/step02_paired_rows.py): with the causal mask, row i
+    # makes about i / BLOCK_N trips through the key loop, so programs finish at very different
+    # times. With PAIR_ROWS the grid has ceil(Nq / 2) programs on this axis, and program i also
+    # computes row Nq - 1 - i: every program makes about Nq / BLOCK_N trips in all. The middle row
+    # of an odd Nq is its own partner and is computed once. Without the mask it only halves the
+    # grid, two full rows per program: a control for "two rows per program" without the balance.
+    if PAIR_ROWS:
+        partner = n_q - 1 - row
+        if partner > row:
+            attention_row(partner, batch, head, q_ptr, k_ptr, v_ptr, o_ptr,
+                          stride_qb, stride_qh, stride_qn, stride_qd,
+                          stride_kb, stride_kh, stride_kn, stride_kd,
+                          stride_vb, stride_vh, stride_vn, stride_vd,
+                          stride_ob, stride_oh, stride_on, stride_od,
+                          n_k, head_dim, scale, CAUSAL, BLOCK_N, BLOCK_D, LOOP_STAGES)
+
+
+@triton.jit
+def attention_row(
+    row, batch, head,  # the query row i this call computes, of this batch and head
+    q_ptr, k_ptr, v_ptr, o_ptr,  # as in the kernel
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_on, stride_od,
+    n_k, head_dim, scale,  # as in the kernel
+    CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, LOOP_STAGES: tl.constexpr,
+):
+    """One query row: o_i = softmax(scale * K q_i) V over the keys row i sees (inlined into the kernel)."""
     offs_d = tl.arange(0, BLOCK_D)  # [0, 1, ..., BLOCK_D-1]: the head-dim axis
     offs_n = tl.arange(0, BLOCK_N)  # [0, 1, ..., BLOCK_N-1]: the key axis, within a block
     d_mask = offs_d < head_dim  # lanes past D read nothing and write nothing
@@ -137,7 +174,7 @@ def vectorized_attention_kernel(
     k_tile_ptrs = k_base + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
     v_tile_ptrs = v_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
 
-    # read D elements of q, once per program; fold the scale in now, not per key
+    # read D elements of q, once per row; fold the scale in now, not per key
     q = tl.load(q_row_ptr + offs_d * stride_qd, mask=d_mask, other=0.0).to(tl.float32) * scale
 
     m = tl.full((), float("-inf"), tl.float32)  # running max of the scores
@@ -185,7 +222,7 @@ def vectorized_attention_kernel(
 
 
 # ----------------------------------------------------------------------------- launcher
-def vectorized_attention(q, k, v, causal=False, scale=None, out=None):
+def vectorized_attention(q, k, v, causal=False, scale=None, out=None, pair_rows=False):
     """Attention of q (B, H, Nq, D) over k, v (B, H, Nk, D); returns (B, H, Nq, D) like q.
 
     Same semantics as ``F.scaled_dot_product_attention(q, k, v, is_causal=causal,
@@ -193,33 +230,40 @@ def vectorized_attention(q, k, v, causal=False, scale=None, out=None):
     Nq != Nk). fp16, bf16 and fp32; any lengths (empty inputs give SDPA's empty
     or zero result); head dims 1 to 256; any strides. Math in fp32. Forward only:
     inputs that require grad are refused (step 03 is differentiable).
+
+    ``pair_rows=True`` is an experiment (benchmarks/step02_paired_rows.py): each
+    program computes rows i and Nq - 1 - i, so that with the causal mask every
+    program makes about the same number of key-block trips. Same result, bit for bit.
     """
     causal = shared.check_causal(causal) == "top_left"  # the only alignment this kernel has
     scale = shared.check_attention_inputs(q, k, v, scale, max_head_dim=256, differentiable=False)
     if shared.is_empty_attention(q, k):
         return shared.empty_attention_result(q, v, out)  # nothing to launch
     out = shared.check_out(out, q, v)
-    launch(q, k, v, out, scale, causal)
+    launch(q, k, v, out, scale, causal, pair_rows=pair_rows)
     return out
 
 
-def launch(q, k, v, out, scale, causal, loop_stages=0):
+def launch(q, k, v, out, scale, causal, loop_stages=0, pair_rows=False):
     """Launch the kernel on checked, non-empty tensors (``causal`` a bool); returns what Triton
     returns (on a GPU, the compiled kernel).
 
-    ``loop_stages`` > 0 pipelines the key loop that many stages deep (an experiment; 0 is the default).
+    Two experiments, both off by default: ``loop_stages`` > 0 pipelines the key loop that many
+    stages deep; ``pair_rows`` gives each program rows i and Nq - 1 - i (half the programs).
     """
     batch, heads, n_q, head_dim = q.shape
     shared.check_grid_rows(batch, heads)
-    grid = (n_q, batch * heads)  # one program per query row, per (batch, head), as in step 01
+    rows = (n_q + 1) // 2 if pair_rows else n_q  # paired: ceil(Nq / 2) programs, the middle row alone
+    grid = (rows, batch * heads)  # one program per query row (or pair), per (batch, head), as in step 01
     return vectorized_attention_kernel[grid](
         q, k, v, out,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        heads, k.shape[2], head_dim, scale,
+        heads, k.shape[2], head_dim, scale, n_q,
         CAUSAL=bool(causal),
         BLOCK_N=block_n_for(head_dim),
         BLOCK_D=triton.next_power_of_2(head_dim),
         LOOP_STAGES=loop_stages,
+        PAIR_ROWS=bool(pair_rows),
         num_warps=NUM_WARPS,  # 32 threads share a tile of <= 2048 elements (see TILE_ELEMENTS)
     )
 

@@ -6,6 +6,7 @@ the generated PTX/SASS without spending device time.
     TRITON_INTERPRET=0 python benchmarks/compile_offline.py --hopper        # + the Hopper experiments'
                                         # variants and candidate configs (benchmarks/hopper_experiments.py)
     TRITON_INTERPRET=0 python benchmarks/compile_offline.py --only "0[12] " --json res.json   # steps 01, 02
+    TRITON_INTERPRET=0 python benchmarks/compile_offline.py --only "^02-paired "   # step 02, pair_rows=True
     TRITON_INTERPRET=0 python benchmarks/compile_offline.py --excerpts 04_profiling/results/excerpts
 
 Triton needs no GPU to compile: this script gives it a stand-in driver that names the
@@ -183,14 +184,19 @@ def step_calls(steps):
     """(label, function) pairs for steps 01 and 02 through their own launchers, at the shape that
     benchmarks/profile_kernels.py profiles (fp16, B=4, H=16, N=2048): Triton specialises on integer
     arguments (equal to 1, divisible by 16), so another shape could compile other binaries."""
-    def forward(module, fn, d, causal):
+    def forward(module, fn, d, causal, **kwargs):
         def run():
             q, k, v = shared.make_qkv(4, 16, 2048, d, dtype=torch.float16, device="cpu")
-            getattr(module, fn)(q, k, v, causal=causal)
+            getattr(module, fn)(q, k, v, causal=causal, **kwargs)
         return run
 
-    return [(f"{step} D={d}{' causal' if causal else ''}", forward(module, fn, d, causal))
-            for step, module, fn in steps for d in (64, 128) for causal in (False, True)]
+    out = [(f"{step} D={d}{' causal' if causal else ''}", forward(module, fn, d, causal))
+           for step, module, fn in steps for d in (64, 128) for causal in (False, True)]
+    # step 02's paired-rows experiment (benchmarks/step02_paired_rows.py); "02-paired", not "02 ",
+    # so that --excerpts (and --only "^02 ") leave it out
+    out += [(f"02-paired D={d}{' causal' if causal else ''}", forward(module, fn, d, causal, pair_rows=True))
+            for step, module, fn in steps if step == "02" for d in (64, 128) for causal in (False, True)]
+    return out
 
 
 # SASS instructions counted in each dumped kernel: tensor cores (Hopper's HGMMA, Ampere-style HMMA),

@@ -27,7 +27,7 @@ def run02(step02, q, k, v, o, causal, block_n, warps, stages):
     batch, heads, n_q, d = q.shape
     step02.vectorized_attention_kernel[(n_q, batch * heads)](
         q, k, v, o, *q.stride(), *k.stride(), *v.stride(), *o.stride(),
-        heads, k.shape[2], d, d ** -0.5, CAUSAL=causal, BLOCK_N=block_n,
+        heads, k.shape[2], d, d ** -0.5, n_q, CAUSAL=causal, BLOCK_N=block_n,
         BLOCK_D=triton.next_power_of_2(d), num_warps=warps, num_stages=stages)
     return o
 

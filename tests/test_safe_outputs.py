@@ -38,6 +38,7 @@ PY_SCRIPTS = [
     "benchmarks/step03_backward_grid.py",
     "benchmarks/sweep_step02.py",
     "benchmarks/hopper_experiments.py",
+    "benchmarks/step02_paired_rows.py",
 ]
 SH_SCRIPTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "benchmarks").glob("*.sh"))
 # Without a GPU these say so in one line and exit 0 (reproduce.sh: exit 1, it was asked for results).
@@ -50,6 +51,7 @@ GPU_ONLY = [
     "benchmarks/step03_backward_grid.py",
     "benchmarks/sweep_step02.py",
     "benchmarks/hopper_experiments.py",
+    "benchmarks/step02_paired_rows.py",
 ]
 # The CPU commands the READMEs document, each in a mode that would write results on a GPU.
 CPU_RUNS = [  # from the repository root (.ci/run runs each step from its own folder)

@@ -6,6 +6,8 @@ BLOCK_N + 1 and 2 * BLOCK_N + 1, for each block size the launcher picks. In the
 CPU interpreter each program costs milliseconds per key block, so the shapes
 keep Nq small when Nk is long; on a GPU the same tests add full square sizes.
 """
+import functools
+import inspect
 import math
 
 import pytest
@@ -166,3 +168,64 @@ def test_pipelined_key_loop_matches_reference(loop_stages, causal):
     q, k, v = shared.make_qkv(1, 2, n_q, 64, n_k=n_k, dtype=torch.float16)
     result = shared.test_correctness(pipelined, q, k, v, causal=causal)
     assert result.passed, str(result)
+
+
+paired = functools.partial(vectorized_attention, pair_rows=True)
+# (batch, heads, n_q, n_k, head_dim, dtype, causal): Nq = 1 (one row, its own partner), 2 (one pair),
+# 3 (a pair and the middle row alone), Nq < Nk and Nq > Nk; D = 80 is not a power of two (BLOCK_N = 16);
+# without the mask, pairing only halves the grid (the experiment's control).
+PAIRED_SHAPES = [(1, 1, 1, 1, 64, torch.float16, True), (1, 2, 2, 2, 80, torch.bfloat16, True),
+                 (2, 1, 3, 3, 64, torch.bfloat16, True), (1, 1, 3, 3, 80, torch.float16, True),
+                 (1, 1, 4, 40, 80, torch.bfloat16, True), (1, 1, 7, 2, 64, torch.float16, True),
+                 (1, 1, 5, 41, 80, torch.float16, False)]
+
+
+def _check_paired(batch, heads, n_q, n_k, head_dim, dtype, causal):
+    """pair_rows=True against the float64 reference, written into a NaN-filled out= (so a row left
+    unwritten, or written by two programs with different values, fails); returns the output."""
+    q, k, v = shared.make_qkv(batch, heads, n_q, head_dim, n_k=n_k, dtype=dtype)
+    out = paired(q, k, v, causal=causal, out=torch.full_like(q, float("nan")))
+    result = shared.compare_with_reference(out, shared.reference_attention(q, k, v, causal=causal), dtype)
+    assert result.passed, str(result)
+    return q, k, v, out
+
+
+@pytest.mark.parametrize("shape", PAIRED_SHAPES, ids=str)
+def test_paired_rows_match_reference_and_default(shape):
+    """pair_rows=True (benchmarks/step02_paired_rows.py): program i computes rows i and Nq - 1 - i.
+
+    Bit for bit the default kernel's result too: each row goes through the same operations in turn.
+    """
+    q, k, v, out = _check_paired(*shape)
+    assert torch.equal(out, vectorized_attention(q, k, v, causal=shape[-1]))
+
+
+def test_paired_rows_odd_length_across_blocks():
+    """Nq = Nk = 97 at D = 64 (BLOCK_N = 32): 48 pairs and the middle row 48 alone; rows end in all four
+    key blocks. Reference only: the interpreter takes about 30 ms a row."""
+    _check_paired(1, 1, 97, 97, 64, torch.float16, True)
+
+
+def test_default_path_is_one_row_per_program():
+    """Pairing is off unless asked for: the launcher's and the kernel's defaults, and the grid."""
+    assert inspect.signature(vectorized_attention).parameters["pair_rows"].default is False
+    assert inspect.signature(step02.launch).parameters["pair_rows"].default is False
+    kernel = step02.vectorized_attention_kernel
+    kernel = getattr(kernel, "fn", kernel)  # the Python function under the JIT or interpreter wrapper
+    assert inspect.signature(kernel).parameters["PAIR_ROWS"].default is False
+    grids = []
+    real_kernel = step02.vectorized_attention_kernel
+
+    class Recorder:  # records the grid, then launches the real kernel
+        def __getitem__(self, grid):
+            grids.append(grid)
+            return real_kernel[grid]
+
+    q, k, v = shared.make_qkv(1, 2, 3, 16, dtype=torch.float16)
+    try:
+        step02.vectorized_attention_kernel = Recorder()
+        vectorized_attention(q, k, v, causal=True)
+        vectorized_attention(q, k, v, causal=True, pair_rows=True)
+    finally:
+        step02.vectorized_attention_kernel = real_kernel
+    assert grids == [(3, 2), (2, 2)]  # Nq rows; ceil(Nq / 2) pairs (the middle row alone)
