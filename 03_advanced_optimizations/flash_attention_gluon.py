@@ -108,6 +108,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed Triton
 #         issue S_{j+1} = Q K_{j+1}^T  (async)                 # tensor cores busy with S_{j+1}
 #         P_j, alpha = online_softmax(S_j)                     #   and O += P_{j-1} V_{j-1}, while
 #                                                              #   the threads do the exp2s
+#                                                              #   (as written: ptxas moves the
+#                                                              #   wait up, see the takeaways)
 #         wait(0): both products have finished
 #         O = O * alpha;  issue O += P_j V_j  (async)          # still running at the next softmax
 #         refill the K slot S_{j+1} came from and the V slot P_{j-1} V_{j-1} read
@@ -117,6 +119,47 @@ except ImportError as exc:  # pragma: no cover - depends on the installed Triton
 
 
 # ----------------------------------------------------------------------------- kernel
+@gluon.jit
+def query_tile(seqlen, CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr):
+    """(off_m, row0): this program's first query row within its head, and the head's first row
+    in the flattened (B*H*N, D) tensors (program_id(1) = batch * H + h)."""
+    if CAUSAL:  # longest rows first: the diagonal tiles' short programs fill the tail of the grid
+        pid_m = gl.num_programs(0) - 1 - gl.program_id(0)
+    else:
+        pid_m = gl.program_id(0)
+    return pid_m * BLOCK_M, gl.program_id(1) * seqlen
+
+
+@gluon.jit
+def visible_key_tiles(off_m, seqlen, CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr):
+    """(mask_from, n_tiles): key tiles ending at or below mask_from need no mask; n_tiles >= 1
+    tiles are visible (every row sees key 0; causal: none past the last row's diagonal)."""
+    if CAUSAL:
+        hi = gl.minimum(seqlen, off_m + BLOCK_M)
+        mask_from = gl.minimum(seqlen, off_m + 1)
+    else:
+        hi = seqlen
+        mask_from = seqlen
+    return mask_from, gl.cdiv(hi, BLOCK_N)
+
+
+@gluon.jit
+def init_ring_barriers(q_bar, k_bars, v_bars, STAGES: gl.constexpr):
+    """Count 1 each: the expect() arrives once, then the TMA's bytes complete the phase."""
+    mbarrier.init(q_bar, count=1)
+    for i in gl.static_range(STAGES):
+        mbarrier.init(k_bars.index(i), count=1)
+        mbarrier.init(v_bars.index(i), count=1)
+
+
+@gluon.jit
+def invalidate_ring_barriers(q_bar, k_bars, v_bars, STAGES: gl.constexpr):
+    mbarrier.invalidate(q_bar)
+    for i in gl.static_range(STAGES):
+        mbarrier.invalidate(k_bars.index(i))
+        mbarrier.invalidate(v_bars.index(i))
+
+
 @gluon.jit
 def load_kv_tile(desc, row, bars, smem, slot, pred):
     """TMA: one (BLOCK_N, D) tile of K or V into ring slot `slot`; its mbarrier counts the bytes."""
@@ -162,13 +205,7 @@ def flash_attention_gluon_kernel(
     num_warps: gl.constexpr,  # 4 (one warpgroup, BLOCK_M = 64) or 8 (two, BLOCK_M = 128)
 ):
     dtype: gl.constexpr = q_desc.dtype
-    if CAUSAL:  # longest rows first: the diagonal tiles' short programs fill the tail of the grid
-        pid_m = gl.num_programs(0) - 1 - gl.program_id(0)
-    else:
-        pid_m = gl.program_id(0)
-    head = gl.program_id(1)  # batch * H + h
-    off_m = pid_m * BLOCK_M
-    row0 = head * seqlen  # this head's first row in the flattened (B*H*N, D) tensors
+    off_m, row0 = query_tile(seqlen, CAUSAL, BLOCK_M)
 
     # ---- layouts ---------------------------------------------------------------------------
     # wgmma accumulators: warps stacked along M (16 rows per warp, 64 per warpgroup);
@@ -190,19 +227,10 @@ def flash_attention_gluon_kernel(
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     k_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    mbarrier.init(q_bar, count=1)  # count 1: the expect() arrives once, then TMA's bytes complete it
-    for i in gl.static_range(STAGES):
-        mbarrier.init(k_bars.index(i), count=1)
-        mbarrier.init(v_bars.index(i), count=1)
+    init_ring_barriers(q_bar, k_bars, v_bars, STAGES)
 
     # ---- which key tiles this query tile sees ------------------------------------------------
-    if CAUSAL:
-        hi = gl.minimum(seqlen, off_m + BLOCK_M)  # keys past the last row's diagonal: skipped
-        mask_from = gl.minimum(seqlen, off_m + 1)  # tiles ending at or below this need no mask
-    else:
-        hi = seqlen
-        mask_from = seqlen
-    n_tiles = gl.cdiv(hi, BLOCK_N)  # >= 1: every row sees key 0
+    mask_from, n_tiles = visible_key_tiles(off_m, seqlen, CAUSAL, BLOCK_M, BLOCK_N)
 
     # ---- prologue: Q, then the first STAGES tiles of K and V -----------------------------------
     mbarrier.expect(q_bar, q_desc.block_type.nbytes)
@@ -240,7 +268,8 @@ def flash_attention_gluon_kernel(
         # In the source, that softmax runs while two products are in flight: P_{j-1} V_{j-1}
         # (issued by the previous iteration) and Q K_{j+1}^T. ptxas, though, moves this wait
         # above the softmax's exp2s (the SASS shows WARPGROUP.DEPBAR before every MUFU.EX2), so
-        # nothing overlaps. Retire both: O is rescaled next, and S_{j+1} is the next input. (Waiting for one at a time, wait(1) then wait(1), is the
+        # nothing overlaps. Retire both: O is rescaled next, and S_{j+1} is the next input.
+        # (Waiting for one at a time, wait(1) then wait(1), is the
         # finer schedule, but ptxas 12.x then serializes every wgmma of the kernel, warning
         # C7514 about "non wgmma instructions reading accumulator registers" inside a pipeline
         # stage; our reading: it cannot tell which group a wait(1) retired across the back edge.)
@@ -270,10 +299,7 @@ def flash_attention_gluon_kernel(
     acc = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_smem.index(cur), o, is_async=True)
     o = warpgroup_mma_wait(0, deps=(acc, ))
 
-    mbarrier.invalidate(q_bar)
-    for i in gl.static_range(STAGES):
-        mbarrier.invalidate(k_bars.index(i))
-        mbarrier.invalidate(v_bars.index(i))
+    invalidate_ring_barriers(q_bar, k_bars, v_bars, STAGES)
 
     # ---- epilogue: O / l, the natural-log lse, masked stores ------------------------------------
     store_rows(o, m_i, l_i, o_ptr, lse_ptr, row0, off_m, seqlen, BLOCK_M, HEAD_DIM, num_warps)
@@ -335,12 +361,7 @@ def flash_attention_gluon_fa3order_kernel(
     STAGES: gl.constexpr, num_warps: gl.constexpr,
 ):
     dtype: gl.constexpr = q_desc.dtype
-    if CAUSAL:
-        pid_m = gl.num_programs(0) - 1 - gl.program_id(0)
-    else:
-        pid_m = gl.program_id(0)
-    off_m = pid_m * BLOCK_M
-    row0 = gl.program_id(1) * seqlen
+    off_m, row0 = query_tile(seqlen, CAUSAL, BLOCK_M)
 
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                        instr_shape=[16, BLOCK_N, 16])
@@ -356,18 +377,8 @@ def flash_attention_gluon_fa3order_kernel(
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     k_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    mbarrier.init(q_bar, count=1)
-    for i in gl.static_range(STAGES):
-        mbarrier.init(k_bars.index(i), count=1)
-        mbarrier.init(v_bars.index(i), count=1)
-
-    if CAUSAL:
-        hi = gl.minimum(seqlen, off_m + BLOCK_M)
-        mask_from = gl.minimum(seqlen, off_m + 1)
-    else:
-        hi = seqlen
-        mask_from = seqlen
-    n_tiles = gl.cdiv(hi, BLOCK_N)
+    init_ring_barriers(q_bar, k_bars, v_bars, STAGES)
+    mask_from, n_tiles = visible_key_tiles(off_m, seqlen, CAUSAL, BLOCK_M, BLOCK_N)
 
     mbarrier.expect(q_bar, q_desc.block_type.nbytes)
     tma.async_copy_global_to_shared(q_desc, [row0 + off_m, 0], q_bar, q_smem)
@@ -422,10 +433,7 @@ def flash_attention_gluon_fa3order_kernel(
     acc = warpgroup_mma(gl.convert_layout(p.to(dtype), p_layout), v_smem.index(cur), o, is_async=True)
     o = warpgroup_mma_wait(0, deps=(acc, ))
 
-    mbarrier.invalidate(q_bar)
-    for i in gl.static_range(STAGES):
-        mbarrier.invalidate(k_bars.index(i))
-        mbarrier.invalidate(v_bars.index(i))
+    invalidate_ring_barriers(q_bar, k_bars, v_bars, STAGES)
     store_rows(o, m_i, l_i, o_ptr, lse_ptr, row0, off_m, seqlen, BLOCK_M, HEAD_DIM, num_warps)
 
 
@@ -534,16 +542,8 @@ def flash_attention_gluon_ws_kernel(
 ):
     gl.static_assert(BLOCK_M == 128, "two consumer warpgroups of 64 rows")
     dtype: gl.constexpr = q_desc.dtype
-    if CAUSAL:
-        pid_m = gl.num_programs(0) - 1 - gl.program_id(0)
-    else:
-        pid_m = gl.program_id(0)
-    off_m = pid_m * BLOCK_M
-    row0 = gl.program_id(1) * seqlen
-    if CAUSAL:
-        n_tiles = gl.cdiv(gl.minimum(seqlen, off_m + BLOCK_M), BLOCK_N)
-    else:
-        n_tiles = gl.cdiv(seqlen, BLOCK_N)
+    off_m, row0 = query_tile(seqlen, CAUSAL, BLOCK_M)
+    n_tiles = visible_key_tiles(off_m, seqlen, CAUSAL, BLOCK_M, BLOCK_N)[1]
 
     q_smem = gl.allocate_shared_memory(dtype, [BLOCK_M, HEAD_DIM], q_desc.layout)
     k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
@@ -787,28 +787,10 @@ def compile_only(dump=None, only=None):
     import re
     import subprocess
 
-    from triton.backends.compiler import GPUTarget
-
-    class OfflineDriver:  # as benchmarks/compile_offline.py: just enough driver to name the target
-        def __init__(self):
-            self.target = GPUTarget("cuda", 90, 32)
-
-        def get_current_target(self):
-            return self.target
-
-        def get_current_device(self):
-            return 0
-
-        def get_current_stream(self, device=None):
-            return 0
-
-        def get_active_torch_device(self):
-            return torch.device("cpu")
-
     if GLUON_IMPORT_ERROR is not None:
         print(f"Gluon did not import: {GLUON_IMPORT_ERROR}")
         return 1
-    triton.runtime.driver.set_active(OfflineDriver())
+    triton.runtime.driver.set_active(shared.runtime.OfflineDriver(90))
     ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
     failures = 0
     print(f"Triton {triton.__version__}, target sm_90a (compiled, never run)")

@@ -36,26 +36,6 @@ sys.path.insert(0, str(ROOT))
 import shared  # noqa: E402
 import torch  # noqa: E402
 import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-
-
-class OfflineDriver:
-    """Just enough of Triton's driver to compile for `arch` with no GPU attached."""
-
-    def __init__(self, arch):
-        self.target = GPUTarget("cuda", arch, 32)
-
-    def get_current_target(self):
-        return self.target
-
-    def get_current_device(self):
-        return 0
-
-    def get_current_stream(self, device=None):
-        return 0
-
-    def get_active_torch_device(self):
-        return torch.device("cpu")
 
 
 def calls(fa):
@@ -231,7 +211,7 @@ def main(argv=None):
         args.dump = args.dump or ROOT / "scratch" / "compile_offline"  # the whole files: not committed
         args.json = args.json or args.excerpts / "resources.json"
         args.only = args.only or r"^0[12] |^profiled "
-    triton.runtime.driver.set_active(OfflineDriver(args.arch))
+    triton.runtime.driver.set_active(shared.runtime.OfflineDriver(args.arch))
     shared.validation.INTERPRETER = True  # the input checks accept CPU tensors for this script
     fa = shared.load_step("03")
     compiled = []

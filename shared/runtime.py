@@ -45,3 +45,29 @@ def require_gpu(script: str, does: str = "times kernels") -> None:
     if INTERPRETER:
         print(f"{script} {does}: it needs a CUDA GPU, and there is none here (nothing to do).")
         sys.exit(0)
+
+
+class OfflineDriver:
+    """Just enough of Triton's driver to compile for compute capability `arch` with no GPU attached.
+
+    ``triton.runtime.driver.set_active(OfflineDriver(90))`` makes ``kernel.warmup(...)`` (and Gluon's
+    compile path) build Hopper binaries on a CPU-only machine; nothing can be launched. Used by
+    benchmarks/compile_offline.py and flash_attention_gluon.py --compile-only.
+    """
+
+    def __init__(self, arch=90):
+        from triton.backends.compiler import GPUTarget  # here: importing triton must follow the switch above
+
+        self.target = GPUTarget("cuda", arch, 32)
+
+    def get_current_target(self):
+        return self.target
+
+    def get_current_device(self):
+        return 0
+
+    def get_current_stream(self, device=None):
+        return 0
+
+    def get_active_torch_device(self):
+        return torch.device("cpu")
